@@ -1,0 +1,35 @@
+"""Shared fixtures: a tiny tokenizer trained here, and a cache that lives in the test's tmp_path."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Nothing in the tests may reach the Hugging Face Hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session")
+def corpus_records():
+    from textbatch.corpus import make_corpus
+
+    return make_corpus(600, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(corpus_records):
+    """A WordPiece tokenizer trained on a few hundred sentences of the embedded corpus."""
+    from textbatch.tokenizers import train_tokenizer
+
+    return train_tokenizer([r["text"] for r in corpus_records], vocab_size=800)
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    """Every test caches tokenised files under its own tmp_path, never under ~/.cache."""
+    path = tmp_path / "textbatch-cache"
+    monkeypatch.setenv("TEXTBATCH_CACHE", str(path))
+    return path

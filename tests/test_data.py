@@ -1,0 +1,385 @@
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from textbatch import PaddingCollator, TextBatchError, TextDataset
+
+RECORDS = [
+    {"text": "The striker scored a late goal.", "label": "sports"},
+    {"text": "Parliament passed the budget.", "label": "politics"},
+    {"text": "A new chip doubles battery life for every smartphone maker.", "label": "tech"},
+    {"text": "The coach praised the defender after the final whistle.", "label": "sports"},
+]
+
+
+def write(path, records, fmt):
+    """Write records as a data file of format ``fmt``; return its path."""
+    path = path.with_suffix("." + fmt)
+    if fmt in ("csv", "tsv"):
+        sep = "," if fmt == "csv" else "\t"
+        lines = [sep.join(records[0])]
+        for r in records:
+            lines.append(
+                sep.join(json.dumps(v) if isinstance(v, str) else str(v) for v in r.values())
+            )
+        path.write_text("\n".join(lines) + "\n")
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    elif fmt == "json":
+        path.write_text(json.dumps(records))
+    elif fmt == "parquet":
+        datasets.Dataset.from_list(records).to_parquet(str(path))
+    elif fmt == "txt":
+        path.write_text("".join(r["text"] + "\n" for r in records))
+    return path
+
+
+def python_lengths(ds):
+    """Ground truth for ds.lengths, computed the slow way."""
+    return np.array([len(ds[i]["input_ids"]) for i in range(len(ds))])
+
+
+# ------------------------------------------------------------------ building and reading
+
+
+def test_from_records_tokenises_and_maps_labels(tokenizer):
+    ds = TextDataset.from_records(RECORDS, tokenizer)
+    assert len(ds) == 4
+    assert ds.label_names == ["politics", "sports", "tech"]
+    assert [ds[i]["labels"] for i in range(4)] == [1, 0, 2, 1]
+    first = ds[0]
+    assert first["input_ids"] == tokenizer(RECORDS[0]["text"])["input_ids"]
+    assert isinstance(first["input_ids"], list) and isinstance(first["labels"], int)
+    assert set(first) == {"input_ids", "token_type_ids", "labels"}
+    assert ds[-1]["input_ids"] == ds[3]["input_ids"]
+    with pytest.raises(IndexError):
+        ds[4]
+
+
+def test_lengths_come_from_arrow_and_match_rows(tokenizer, corpus_records):
+    ds = TextDataset.from_records(corpus_records, tokenizer)
+    assert ds.lengths.dtype == np.int64
+    np.testing.assert_array_equal(ds.lengths, python_lengths(ds))
+
+
+def test_lengths_include_special_tokens_and_truncation(tokenizer):
+    ds = TextDataset.from_records(RECORDS, tokenizer, max_length=8)
+    expected = [min(len(tokenizer(r["text"])["input_ids"]), 8) for r in RECORDS]
+    np.testing.assert_array_equal(ds.lengths, expected)
+    assert ds.lengths.max() == 8
+    assert ds[2]["input_ids"][-1] == tokenizer.sep_token_id  # truncation keeps [SEP]
+
+
+def test_getitems_reads_the_same_examples_as_getitem(tokenizer, corpus_records):
+    ds = TextDataset.from_records(corpus_records, tokenizer)
+    indices = [5, 0, 77, 5, 599]
+    batch = ds.__getitems__(indices)
+    assert len(batch) == len(indices)
+    for example, index in zip(batch, indices, strict=True):
+        single = ds[index]
+        assert set(example) == set(single)
+        assert example["input_ids"].tolist() == single["input_ids"]
+        assert example["token_type_ids"].tolist() == single["token_type_ids"]
+        assert example["labels"] == single["labels"]
+
+
+def test_label_names_fix_the_order_and_reject_unknown_labels(tokenizer):
+    names = ["tech", "sports", "politics", "weather"]
+    ds = TextDataset.from_records(RECORDS, tokenizer, label_names=names)
+    assert ds.label_names == names
+    assert [ds[i]["labels"] for i in range(4)] == [1, 2, 0, 1]
+    with pytest.raises(TextBatchError, match=r"label 'politics' \(row 1, column 'label'\)"):
+        TextDataset.from_records(RECORDS, tokenizer, label_names=["sports", "tech"])
+
+
+def test_integer_labels_sort_numerically(tokenizer):
+    records = [{"text": f"text number {i}", "label": v} for i, v in enumerate([10, 2, 1, 2])]
+    ds = TextDataset.from_records(records, tokenizer)
+    assert ds.label_names == ["1", "2", "10"]
+    assert [ds[i]["labels"] for i in range(4)] == [2, 1, 0, 1]
+    # the same integers are found in label_names given as strings or ints
+    again = TextDataset.from_records(records, tokenizer, label_names=[10, 2, 1])
+    assert [again[i]["labels"] for i in range(4)] == [0, 1, 2, 1]
+
+
+def test_classlabel_column_uses_its_names(tokenizer):
+    hf = datasets.Dataset.from_dict(
+        {"text": ["good film", "bad film", "fine"], "label": [1, 0, 1]},
+        features=datasets.Features(
+            {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+        ),
+    )
+    ds = TextDataset.from_hf(hf, tokenizer)
+    assert ds.label_names == ["neg", "pos"]
+    assert [ds[i]["labels"] for i in range(3)] == [1, 0, 1]
+
+
+def test_text_pairs_carry_token_types(tokenizer):
+    records = [{"q": "who won", "a": "the home side", "label": "yes"}]
+    ds = TextDataset.from_records(records, tokenizer, text="q", text_pair="a")
+    assert ds[0]["input_ids"] == tokenizer("who won", "the home side")["input_ids"]
+    assert set(ds[0]["token_type_ids"]) == {0, 1}
+
+
+def test_unlabelled_data_for_prediction(tokenizer):
+    texts = [{"text": r["text"]} for r in RECORDS]
+    ds = TextDataset.from_records(texts, tokenizer)
+    assert not ds.has_labels and ds.label_names is None
+    assert "labels" not in ds[0]
+    explicit = TextDataset.from_records(RECORDS, tokenizer, label=None)
+    assert not explicit.has_labels
+
+
+def test_input_with_an_indices_mapping(tokenizer):
+    hf = datasets.Dataset.from_list(RECORDS).select([3, 1])
+    ds = TextDataset.from_hf(hf, tokenizer)
+    assert [ds[i]["input_ids"] for i in range(2)] == [
+        tokenizer(RECORDS[3]["text"])["input_ids"],
+        tokenizer(RECORDS[1]["text"])["input_ids"],
+    ]
+
+
+def test_select_keeps_label_names(tokenizer):
+    ds = TextDataset.from_records(RECORDS, tokenizer)
+    part = ds.select([2, 0])
+    assert part.label_names == ds.label_names
+    assert part[0]["input_ids"] == ds[2]["input_ids"]
+    np.testing.assert_array_equal(part.lengths, ds.lengths[[2, 0]])
+
+
+def test_transform_is_applied_on_read(tokenizer):
+    def drop_last_token(example):
+        return {**example, "input_ids": example["input_ids"][:-1]}
+
+    plain = TextDataset.from_records(RECORDS, tokenizer)
+    ds = TextDataset.from_records(RECORDS, tokenizer, transform=drop_last_token)
+    assert ds[0]["input_ids"] == plain[0]["input_ids"][:-1]
+    assert ds.__getitems__([1])[0]["input_ids"].tolist() == plain[1]["input_ids"][:-1]
+    np.testing.assert_array_equal(ds.lengths, plain.lengths)  # stored lengths are unchanged
+
+
+def test_token_dropout_transform(tokenizer, corpus_records):
+    from textbatch import TokenDropout
+
+    ds = TextDataset.from_records(corpus_records[:50], tokenizer)
+    drop = TokenDropout(0.5, keep_ids=[tokenizer.cls_token_id, tokenizer.sep_token_id])
+    torch.manual_seed(0)
+    dropped = [drop(ds[i]) for i in range(50)]
+    kept = sum(len(d["input_ids"]) for d in dropped)
+    assert 0.4 * ds.lengths.sum() < kept < 0.9 * ds.lengths.sum()
+    for d, i in zip(dropped, range(50), strict=True):
+        assert d["input_ids"][0] == tokenizer.cls_token_id
+        assert d["input_ids"][-1] == tokenizer.sep_token_id
+        assert len(d["token_type_ids"]) == len(d["input_ids"])
+        original = ds[i]["input_ids"]
+        it = iter(original)
+        assert all(token in it for token in d["input_ids"])  # a subsequence, order kept
+    with pytest.raises(TextBatchError, match=r"p=1\.5"):
+        TokenDropout(1.5)
+
+
+def test_dataloader_with_batch_sampler_uses_getitems(tokenizer, corpus_records):
+    ds = TextDataset.from_records(corpus_records, tokenizer)
+    collate = PaddingCollator.from_tokenizer(tokenizer)
+    batches = [[0, 1, 2], [3, 4]]
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, collate_fn=collate)
+    out = list(loader)
+    assert [b["input_ids"].shape[0] for b in out] == [3, 2]
+    assert out[1]["input_ids"][1, : ds.lengths[4]].tolist() == ds[4]["input_ids"]
+
+
+def test_unusual_text_works(tokenizer):
+    records = [
+        {"text": "Great match 😀🔥⚽", "label": "a"},
+        {"text": "東京で試合が行われた", "label": "a"},
+        {"text": "المباراة انتهت بالتعادل", "label": "b"},
+        {"text": "nul\x00inside\x00text", "label": "b"},
+    ]
+    ds = TextDataset.from_records(records, tokenizer)
+    assert len(ds) == 4
+    assert (ds.lengths >= 3).all()  # [CLS], something, [SEP]
+
+
+def test_megabyte_text_is_truncated(tokenizer):
+    huge = "goal " * 200_000  # 1 MB
+    ds = TextDataset.from_records([{"text": huge, "label": "a"}], tokenizer, max_length=64)
+    assert ds.lengths.tolist() == [64]
+    default = TextDataset.from_records([{"text": huge, "label": "a"}], tokenizer)
+    assert default.lengths.tolist() == [tokenizer.model_max_length]
+
+
+# ------------------------------------------------------------------ files and the cache
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "json", "jsonl", "parquet"])
+def test_from_file_reads_every_format(tokenizer, tmp_path, fmt):
+    path = write(tmp_path / "data", RECORDS, fmt)
+    ds = TextDataset.from_file(path, tokenizer)
+    expected = TextDataset.from_records(RECORDS, tokenizer)
+    assert ds.label_names == expected.label_names
+    assert [ds[i] for i in range(len(ds))] == [expected[i] for i in range(len(expected))]
+
+
+def test_from_file_txt_is_one_unlabelled_text_per_line(tokenizer, tmp_path):
+    path = write(tmp_path / "data", RECORDS, "txt")
+    ds = TextDataset.from_file(path, tokenizer)
+    assert len(ds) == 4 and not ds.has_labels
+    assert ds[1]["input_ids"] == tokenizer(RECORDS[1]["text"])["input_ids"]
+
+
+def test_second_build_from_the_same_file_reuses_the_cache(tokenizer, tmp_path, monkeypatch):
+    import textbatch.data
+
+    path = write(tmp_path / "data", RECORDS, "csv")
+    first = TextDataset.from_file(path, tokenizer)
+    assert not first.from_cache
+
+    def no_tokenizing(self, batch):
+        raise AssertionError("tokenised again despite the cache")
+
+    monkeypatch.setattr(textbatch.data._TokenizeBatch, "__call__", no_tokenizing)
+    second = TextDataset.from_file(path, tokenizer)
+    assert second.from_cache
+    assert [second[i] for i in range(4)] == [first[i] for i in range(4)]
+    np.testing.assert_array_equal(second.lengths, first.lengths)
+
+
+@pytest.mark.parametrize("change", ["max_length", "file", "tokenizer"])
+def test_cache_misses_when_anything_changes(tokenizer, corpus_records, tmp_path, change):
+    from textbatch import train_tokenizer
+
+    path = write(tmp_path / "data", RECORDS, "csv")
+    TextDataset.from_file(path, tokenizer)
+    options = {}
+    other_tokenizer = tokenizer
+    if change == "max_length":
+        options["max_length"] = 6
+    elif change == "file":
+        write(tmp_path / "data", [*RECORDS, {"text": "one more", "label": "tech"}], "csv")
+    else:
+        other_tokenizer = train_tokenizer([r["text"] for r in corpus_records[:100]], 300)
+    again = TextDataset.from_file(path, other_tokenizer, **options)
+    assert not again.from_cache
+    if change == "file":
+        assert len(again) == 5
+
+
+# ------------------------------------------------------------------ bad input
+
+
+def test_empty_inputs(tokenizer, tmp_path):
+    with pytest.raises(TextBatchError, match="empty"):
+        TextDataset.from_records([], tokenizer)
+    with pytest.raises(TextBatchError, match="empty"):
+        TextDataset.from_hf(datasets.Dataset.from_dict({"text": [], "label": []}), tokenizer)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(TextBatchError, match=r"empty\.csv.*is empty"):
+        TextDataset.from_file(empty, tokenizer)
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("text,label\n")
+    with pytest.raises(TextBatchError, match="empty"):
+        TextDataset.from_file(header_only, tokenizer)
+
+
+def test_missing_columns_list_the_columns_there_are(tokenizer):
+    with pytest.raises(TextBatchError, match=r"'body' is not in the data.*\['text', 'label'\]"):
+        TextDataset.from_records(RECORDS, tokenizer, text="body")
+    with pytest.raises(TextBatchError, match=r"'topic' is not in the data.*\['text', 'label'\]"):
+        TextDataset.from_records(RECORDS, tokenizer, label="topic")
+    with pytest.raises(TextBatchError, match="'answer' is not in the data"):
+        TextDataset.from_records(RECORDS, tokenizer, text_pair="answer")
+
+
+@pytest.mark.parametrize(
+    ("bad_text", "what"),
+    [(None, "missing"), ("", "empty"), ("   ", "empty"), (7, "int 7, not a string")],
+)
+def test_invalid_text_names_row_and_column(tokenizer, bad_text, what):
+    records = [*RECORDS[:2], {"text": bad_text, "label": "sports"}, RECORDS[3]]
+    with pytest.raises(TextBatchError, match=rf"row 2, column 'text' is {what}") as info:
+        TextDataset.from_records(records, tokenizer)
+    assert "drop_invalid=True" in str(info.value)
+
+
+def test_invalid_text_in_a_file(tokenizer, tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text('text,label\n"fine text",a\n,b\n"more text",a\n')
+    with pytest.raises(TextBatchError, match="row 1, column 'text' is missing"):
+        TextDataset.from_file(path, tokenizer)
+
+
+def test_missing_label_is_an_invalid_row(tokenizer):
+    records = [*RECORDS[:3], {"text": "no label here", "label": None}]
+    with pytest.raises(TextBatchError, match="row 3, column 'label' is missing"):
+        TextDataset.from_records(records, tokenizer)
+
+
+def test_drop_invalid_drops_and_reports(tokenizer):
+    records = [
+        RECORDS[0],
+        {"text": None, "label": "sports"},
+        {"text": "", "label": "sports"},
+        {"text": 5, "label": "tech"},
+        RECORDS[1],
+        {"text": "unlabelled", "label": None},
+    ]
+    with pytest.warns(UserWarning, match="dropped 4 of 6 rows"):
+        ds = TextDataset.from_records(records, tokenizer, drop_invalid=True)
+    assert len(ds) == 2 and ds.num_dropped == 4
+    assert ds[1]["input_ids"] == tokenizer(RECORDS[1]["text"])["input_ids"]
+
+
+def test_drop_invalid_with_nothing_left(tokenizer):
+    with pytest.raises(TextBatchError, match="nothing is left"):
+        TextDataset.from_records([{"text": "", "label": "a"}], tokenizer, drop_invalid=True)
+
+
+def test_mixed_label_types(tokenizer):
+    records = [{"text": "a b", "label": 1}, {"text": "c d", "label": "one"}]
+    with pytest.raises(TextBatchError, match="mixes types"):
+        TextDataset.from_records(records, tokenizer)
+
+
+def test_non_integer_numeric_labels(tokenizer):
+    hf = datasets.Dataset.from_dict({"text": ["a", "b"], "label": [0.0, 0.5]})
+    with pytest.raises(TextBatchError, match=r"non-integer number 0\.5"):
+        TextDataset.from_hf(hf, tokenizer)
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [([], "empty"), (["a", "a"], "repeats"), ("abc", "one string")],
+)
+def test_bad_label_names(tokenizer, names, message):
+    with pytest.raises(TextBatchError, match=message):
+        TextDataset.from_records(RECORDS, tokenizer, label_names=names)
+
+
+def test_file_errors(tokenizer, tmp_path):
+    with pytest.raises(TextBatchError, match=r"unsupported file type '\.xlsx'.*\.csv"):
+        TextDataset.from_file(tmp_path / "data.xlsx", tokenizer)
+    with pytest.raises(TextBatchError, match="does not exist"):
+        TextDataset.from_file(tmp_path / "nope.csv", tokenizer)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5])
+def test_bad_max_length(tokenizer, bad):
+    with pytest.raises(TextBatchError, match=f"max_length={bad}"):
+        TextDataset.from_records(RECORDS, tokenizer, max_length=bad)
+
+
+def test_not_records(tokenizer):
+    with pytest.raises(TextBatchError, match="list of dicts"):
+        TextDataset.from_records({"text": ["a"]}, tokenizer)
+    with pytest.raises(TextBatchError, match="record 1 is str"):
+        TextDataset.from_records([RECORDS[0], "text"], tokenizer)
+    with pytest.raises(TextBatchError, match="DatasetDict"):
+        TextDataset.from_hf(
+            datasets.DatasetDict({"train": datasets.Dataset.from_list(RECORDS)}), tokenizer
+        )

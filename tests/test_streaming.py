@@ -1,0 +1,116 @@
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import datasets
+import pytest
+import torch
+
+from textbatch import StreamingTextDataset, TextBatchError, TextDataset
+
+
+@pytest.fixture(scope="module")
+def records(corpus_records):
+    return corpus_records[:200]
+
+
+def key(example):
+    return tuple(example["input_ids"]), example.get("labels")
+
+
+def test_yields_the_same_features_as_text_dataset_plus_length(tokenizer, records):
+    stored = TextDataset.from_records(records, tokenizer)
+    streamed = list(
+        StreamingTextDataset(
+            records, tokenizer, label_names=stored.label_names, tokenize_batch_size=7
+        )
+    )
+    assert len(streamed) == len(stored)
+    for i, example in enumerate(streamed):
+        assert example["length"] == len(example["input_ids"]) == stored.lengths[i]
+        assert {k: v for k, v in example.items() if k != "length"} == stored[i]
+
+
+def test_from_file_and_from_hf(tokenizer, records, tmp_path):
+    names = sorted({r["label"] for r in records})
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    from_file = list(StreamingTextDataset.from_file(path, tokenizer, label_names=names))
+    from_hf = list(
+        StreamingTextDataset.from_hf(
+            datasets.Dataset.from_list(records), tokenizer, label_names=names
+        )
+    )
+    expected = list(StreamingTextDataset(records, tokenizer, label_names=names))
+    assert from_file == expected and from_hf == expected
+
+
+def test_classlabel_feature_provides_label_names(tokenizer):
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    hf = datasets.Dataset.from_dict({"text": ["bad", "good"], "label": [0, 1]}, features=features)
+    stream = StreamingTextDataset.from_hf(hf.to_iterable_dataset(), tokenizer)
+    assert stream.label_names == ["neg", "pos"]
+    assert [e["labels"] for e in stream] == [0, 1]
+
+
+def test_unlabelled_stream(tokenizer, records):
+    texts = [{"text": r["text"]} for r in records[:5]]
+    examples = list(StreamingTextDataset(texts, tokenizer))
+    assert len(examples) == 5 and "labels" not in examples[0]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("source_kind", ["list", "hf-4-shards"])
+def test_workers_and_ranks_split_without_overlap(tokenizer, records, source_kind):
+    names = sorted({r["label"] for r in records})
+    expected = Counter(key(e) for e in StreamingTextDataset(records, tokenizer, label_names=names))
+    seen: Counter = Counter()
+    for rank in range(2):
+        if source_kind == "list":
+            source = records
+        else:
+            source = datasets.Dataset.from_list(records).to_iterable_dataset(num_shards=4)
+        stream = StreamingTextDataset(
+            source, tokenizer, label_names=names, num_replicas=2, rank=rank
+        )
+        loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=2)
+        part = Counter(key(e) for e in loader)
+        assert 0 < sum(part.values()) < len(records)
+        seen += part
+    assert seen == expected
+
+
+def test_labelled_stream_needs_label_names(tokenizer, records):
+    with pytest.raises(TextBatchError, match="label_names"):
+        list(StreamingTextDataset(records, tokenizer))
+
+
+def test_bad_records(tokenizer):
+    good = {"text": "fine", "label": "a"}
+    with pytest.raises(TextBatchError, match=r"record 1, column 'text' is missing"):
+        list(
+            StreamingTextDataset([good, {"text": None, "label": "a"}], tokenizer, label_names=["a"])
+        )
+    with pytest.raises(TextBatchError, match=r"label 'b' .*not in label_names"):
+        list(
+            StreamingTextDataset([good, {"text": "x", "label": "b"}], tokenizer, label_names=["a"])
+        )
+    with pytest.raises(TextBatchError, match="record 0 has no column 'body'"):
+        list(StreamingTextDataset([good], tokenizer, text="body", label_names=["a"]))
+    with pytest.raises(TextBatchError, match="iterable of dicts"):
+        StreamingTextDataset("not records", tokenizer)
+
+
+def test_drop_invalid_counts(tokenizer):
+    records = [
+        {"text": "fine", "label": "a"},
+        {"text": "", "label": "a"},
+        {"text": 3, "label": "a"},
+    ]
+    stream = StreamingTextDataset(records, tokenizer, label_names=["a"], drop_invalid=True)
+    with pytest.warns(UserWarning, match="dropped 2"):
+        examples = list(stream)
+    assert len(examples) == 1 and stream.num_dropped == 2

@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import pytest
+
+from textbatch import TextBatchError, load_tokenizer, train_tokenizer
+
+SAMPLES = ["The match ended in a draw.", "Parliament passed the budget bill today!"]
+
+
+def ids(tok, text, pair=None):
+    return tok(text, pair)["input_ids"]
+
+
+def test_trained_tokenizer_has_bert_special_tokens(tokenizer):
+    assert tokenizer.is_fast
+    assert tokenizer.convert_ids_to_tokens([0, 1, 2, 3]) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+    assert tokenizer.pad_token == "[PAD]" and tokenizer.pad_token_id == 0
+    assert tokenizer.unk_token == "[UNK]"
+    assert tokenizer.cls_token_id == 2 and tokenizer.sep_token_id == 3
+
+
+def test_single_text_is_wrapped_in_cls_and_sep(tokenizer):
+    encoded = ids(tokenizer, "the match")
+    assert encoded[0] == tokenizer.cls_token_id and encoded[-1] == tokenizer.sep_token_id
+    assert len(encoded) >= 4
+
+
+def test_pair_gets_two_seps_and_token_types(tokenizer):
+    encoded = tokenizer("the match", "a draw", return_token_type_ids=True)
+    tokens = encoded["input_ids"]
+    assert tokens[0] == tokenizer.cls_token_id
+    assert tokens.count(tokenizer.sep_token_id) == 2 and tokens[-1] == tokenizer.sep_token_id
+    types = encoded["token_type_ids"]
+    first_sep = tokens.index(tokenizer.sep_token_id)
+    assert types[: first_sep + 1] == [0] * (first_sep + 1)
+    assert types[first_sep + 1 :] == [1] * (len(tokens) - first_sep - 1)
+
+
+def test_lowercase_option(corpus_records):
+    texts = [r["text"] for r in corpus_records[:200]]
+    lower = train_tokenizer(texts, vocab_size=500, lowercase=True)
+    cased = train_tokenizer(texts, vocab_size=500, lowercase=False)
+    assert ids(lower, "MATCH") == ids(lower, "match")
+    assert ids(cased, "MATCH") != ids(cased, "match")
+
+
+@pytest.mark.parametrize("form", ["directory", "tokenizer.json", "backend", "object"])
+def test_save_and_load_round_trips(tokenizer, tmp_path, form):
+    tokenizer.save_pretrained(tmp_path / "tok")
+    source = {
+        "directory": tmp_path / "tok",
+        "tokenizer.json": tmp_path / "tok" / "tokenizer.json",
+        "backend": tokenizer.backend_tokenizer,
+        "object": tokenizer,
+    }[form]
+    loaded = load_tokenizer(source)
+    assert loaded.is_fast
+    assert loaded.pad_token_id == tokenizer.pad_token_id
+    for text in SAMPLES:
+        assert ids(loaded, text) == ids(tokenizer, text)
+        assert ids(loaded, text, "second text") == ids(tokenizer, text, "second text")
+    assert (
+        loaded("a", "b", return_token_type_ids=True)["token_type_ids"]
+        == tokenizer("a", "b", return_token_type_ids=True)["token_type_ids"]
+    )
+
+
+def test_load_accepts_str_paths(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "tok")
+    assert ids(load_tokenizer(str(tmp_path / "tok")), SAMPLES[0]) == ids(tokenizer, SAMPLES[0])
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing", "does not exist"),
+        (lambda p: p / "empty-dir", "holds no tokenizer.json"),
+        (lambda p: p / "vocab.txt", "not a tokenizer.json"),
+        (lambda p: p / "bad.json", "cannot read tokenizer file"),
+        (lambda p: "bert-base-uncased", "never downloads"),
+    ],
+)
+def test_load_errors_name_the_path(tmp_path, make, message):
+    (tmp_path / "empty-dir").mkdir()
+    (tmp_path / "vocab.txt").write_text("[PAD]\n")
+    (tmp_path / "bad.json").write_text("{not json")
+    source = make(tmp_path)
+    with pytest.raises(TextBatchError, match=message) as info:
+        load_tokenizer(source)
+    assert str(source).split("/")[-1] in str(info.value)
+
+
+def test_load_rejects_other_objects():
+    with pytest.raises(TextBatchError, match="cannot load a tokenizer from int"):
+        load_tokenizer(42)
+
+
+@pytest.mark.parametrize(
+    ("texts", "kwargs", "message"),
+    [
+        (["fine", 3], {}, "text #1 is int"),
+        ([], {}, "got no texts"),
+        ("one string", {}, "one string"),
+        (["a b c"], {"vocab_size": 3}, "vocab_size=3"),
+    ],
+)
+def test_train_tokenizer_bad_input(texts, kwargs, message):
+    with pytest.raises(TextBatchError, match=message):
+        train_tokenizer(texts, **kwargs)

@@ -1,0 +1,23 @@
+"""textbatch: fast, low-padding PyTorch batches from labelled text."""
+
+from textbatch._version import __version__
+from textbatch.collate import PaddingCollator
+from textbatch.corpus import corpus_dataset, make_corpus
+from textbatch.data import TextDataset
+from textbatch.errors import TextBatchError
+from textbatch.streaming import StreamingTextDataset
+from textbatch.tokenizers import load_tokenizer, train_tokenizer
+from textbatch.transforms import TokenDropout
+
+__all__ = [
+    "PaddingCollator",
+    "StreamingTextDataset",
+    "TextBatchError",
+    "TextDataset",
+    "TokenDropout",
+    "__version__",
+    "corpus_dataset",
+    "load_tokenizer",
+    "make_corpus",
+    "train_tokenizer",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from textbatch.cli import main
+
+sys.exit(main())

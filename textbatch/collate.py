@@ -1,0 +1,224 @@
+"""Collators: lists of unpadded features in, a dict of padded (or packed) tensors out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from itertools import chain
+from typing import Any
+
+import numpy as np
+import torch
+
+from textbatch.errors import TextBatchError
+
+Features = Sequence[Mapping[str, Any]]
+
+LABEL_KEYS = ("labels", "label", "label_ids")
+# textbatch's streaming dataset adds "length" for the sampler; a model must not see it.
+DROPPED_KEYS = ("length",)
+
+
+def check_pad_to_multiple_of(value: int | None) -> int | None:
+    """Validate ``pad_to_multiple_of``: None or a positive number of tokens."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value <= 0:
+        raise TextBatchError(
+            f"pad_to_multiple_of={value!r} must be a positive number of tokens (e.g. 8), "
+            "or None for no rounding."
+        )
+    return int(value)
+
+
+def tokenizer_pad_token_id(tokenizer: Any) -> int:
+    """The tokenizer's pad token id, or an error that says how to set one."""
+    pad_token_id = getattr(tokenizer, "pad_token_id", None)
+    if pad_token_id is None:
+        raise TextBatchError(
+            f"tokenizer {type(tokenizer).__name__} has no pad token, so batches cannot be padded. "
+            "Set one first, e.g. tokenizer.pad_token = tokenizer.eos_token, or "
+            "tokenizer.add_special_tokens({'pad_token': '[PAD]'}) (then resize the model's "
+            "embeddings)."
+        )
+    return int(pad_token_id)
+
+
+def round_up(length: int, multiple: int | None) -> int:
+    """``length`` rounded up to a multiple of ``multiple`` (unchanged when None)."""
+    if not multiple:
+        return length
+    return -(-length // multiple) * multiple
+
+
+def sequence_lengths(sequences: Sequence[Any]) -> np.ndarray:
+    """Tokens per sequence as int64."""
+    return np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+
+
+def concatenate(sequences: Sequence[Any], total: int) -> np.ndarray:
+    """All sequences (lists, numpy arrays or tensors) end to end as one int64 array."""
+    first = sequences[0]
+    try:
+        if isinstance(first, np.ndarray):
+            flat = np.concatenate(sequences)
+        elif isinstance(first, torch.Tensor):
+            flat = torch.cat([s.reshape(-1) for s in sequences]).numpy()
+        else:
+            flat = np.fromiter(chain.from_iterable(sequences), dtype=np.int64, count=total)
+    except (TypeError, ValueError, RuntimeError):  # mixed kinds of sequence
+        flat = np.concatenate([np.asarray(s, dtype=np.int64).reshape(-1) for s in sequences])
+    return flat.astype(np.int64, copy=False)
+
+
+def stack_labels(values: list[Any], key: str) -> torch.Tensor:
+    """One label per example as a tensor: int64 for classes, float32 for regression targets."""
+    if isinstance(values[0], torch.Tensor):
+        labels = torch.stack([torch.as_tensor(v) for v in values])
+    else:
+        array = np.asarray(values)
+        if array.dtype == object or array.ndim != 1:
+            raise TextBatchError(
+                f"{key!r} must hold one number per example, got {values[0]!r}; PaddingCollator "
+                "collates sequence classification labels."
+            )
+        labels = torch.from_numpy(array)
+    if labels.dtype.is_floating_point:
+        return labels.to(torch.float32)
+    return labels.to(torch.int64)
+
+
+class PaddingCollator:
+    """Pad a list of tokenised examples into a dict of tensors, as ``DataCollatorWithPadding`` does.
+
+    Returns ``input_ids`` and ``attention_mask`` (int64 ``[B, T]``, 1 marks a real token),
+    ``token_type_ids`` and ``special_tokens_mask`` when the features carry them, and ``labels``
+    (int64 ``[B]``) from a ``labels``/``label``/``label_ids`` key. ``T`` is the longest example
+    (after truncation to ``max_length`` tokens), rounded up to ``pad_to_multiple_of``.
+    Other numeric scalar keys become tensors too; the ``length`` key is dropped.
+
+    Example:
+        >>> collate = PaddingCollator(pad_token_id=0)
+        >>> features = [{"input_ids": [2, 7, 3], "labels": 1}, {"input_ids": [2, 3], "labels": 0}]
+        >>> batch = collate(features)
+        >>> batch["input_ids"].tolist(), batch["attention_mask"].tolist()
+        ([[2, 7, 3], [2, 3, 0]], [[1, 1, 1], [1, 1, 0]])
+    """
+
+    def __init__(
+        self,
+        pad_token_id: int,
+        *,
+        padding_side: str = "right",
+        pad_to_multiple_of: int | None = None,
+        max_length: int | None = None,
+        pad_token_type_id: int = 0,
+    ) -> None:
+        if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int | np.integer):
+            raise TextBatchError(
+                f"pad_token_id={pad_token_id!r} must be an int; use "
+                "PaddingCollator.from_tokenizer(tokenizer) to take it from a tokenizer."
+            )
+        if padding_side not in ("right", "left"):
+            raise TextBatchError(f"padding_side={padding_side!r} must be 'right' or 'left'.")
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+            raise TextBatchError(f"max_length={max_length!r} must be a positive number of tokens.")
+        self.pad_token_id = int(pad_token_id)
+        self.padding_side = padding_side
+        self.pad_to_multiple_of = check_pad_to_multiple_of(pad_to_multiple_of)
+        self.max_length = max_length
+        self.pad_values = {
+            "input_ids": self.pad_token_id,
+            "token_type_ids": int(pad_token_type_id),
+            "attention_mask": 0,
+            "special_tokens_mask": 1,
+        }
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, **options: Any) -> PaddingCollator:
+        """A collator with the tokenizer's pad token, pad token type and padding side.
+
+        Only these numbers are kept, not the tokenizer, so the collator is small to pickle into
+        ``DataLoader`` worker processes. ``options`` override them and set the rest.
+        """
+        options.setdefault("padding_side", getattr(tokenizer, "padding_side", "right"))
+        options.setdefault("pad_token_type_id", getattr(tokenizer, "pad_token_type_id", 0))
+        return cls(tokenizer_pad_token_id(tokenizer), **options)
+
+    def __call__(self, features: Features) -> dict[str, torch.Tensor]:
+        if not features:
+            raise TextBatchError("cannot collate an empty batch; give at least one example.")
+        first = features[0]
+        if not isinstance(first, Mapping) or "input_ids" not in first:
+            raise TextBatchError(
+                f"features must be dicts with an 'input_ids' key, got {first!r:.200}."
+            )
+        keys = [k for k in first if k not in DROPPED_KEYS]
+        lengths = sequence_lengths([f["input_ids"] for f in features])
+        kept = lengths if self.max_length is None else np.minimum(lengths, self.max_length)
+        width = round_up(int(kept.max()), self.pad_to_multiple_of)
+        columns = np.arange(width)
+        if self.padding_side == "right":
+            real = columns < kept[:, None]  # (B, T)
+        else:
+            real = columns >= (width - kept)[:, None]
+        keep = None if self.max_length is None else self._truncation_mask(lengths)
+
+        batch: dict[str, torch.Tensor] = {}
+        for key in keys:
+            values = [f[key] for f in features]
+            if key in self.pad_values:
+                batch[key] = self._pad(key, values, lengths, real, keep)
+            elif key in LABEL_KEYS:
+                batch["labels"] = stack_labels(values, key)
+            else:
+                batch[key] = self._passthrough(key, values)
+        if "attention_mask" not in batch:
+            batch["attention_mask"] = torch.from_numpy(real.astype(np.int64))
+        return batch
+
+    def _truncation_mask(self, lengths: np.ndarray) -> np.ndarray:
+        """Which of the concatenated tokens survive truncation to ``max_length``."""
+        starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+        return (np.arange(int(lengths.sum())) - starts) < self.max_length
+
+    def _pad(
+        self,
+        key: str,
+        values: list[Any],
+        lengths: np.ndarray,
+        real: np.ndarray,
+        keep: np.ndarray | None,
+    ) -> torch.Tensor:
+        if key != "input_ids":
+            own = sequence_lengths(values)
+            if not np.array_equal(own, lengths):
+                row = int(np.flatnonzero(own != lengths)[0])
+                raise TextBatchError(
+                    f"example {row} has {own[row]} {key} but {lengths[row]} input_ids; every "
+                    "sequence key of an example must have one value per token."
+                )
+        flat = concatenate(values, int(lengths.sum()))
+        if keep is not None:
+            flat = flat[keep]
+        out = np.full(real.shape, self.pad_values[key], dtype=np.int64)
+        out[real] = flat  # row-major order matches the concatenation, left or right padded
+        return torch.from_numpy(out)
+
+    @staticmethod
+    def _passthrough(key: str, values: list[Any]) -> torch.Tensor:
+        if isinstance(values[0], torch.Tensor):
+            return torch.stack(values)
+        array = np.asarray(values)
+        if array.dtype.kind not in "biuf":
+            raise TextBatchError(
+                f"feature {key!r} holds {values[0]!r:.80}, which PaddingCollator cannot turn "
+                "into a tensor; remove that key (e.g. dataset.remove_columns) before collating."
+            )
+        return torch.from_numpy(array)
+
+    def __repr__(self) -> str:
+        return (
+            f"PaddingCollator(pad_token_id={self.pad_token_id}, padding_side="
+            f"{self.padding_side!r}, pad_to_multiple_of={self.pad_to_multiple_of}, "
+            f"max_length={self.max_length})"
+        )

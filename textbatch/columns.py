@@ -1,0 +1,139 @@
+"""Checks and conversions of raw columns, done in Arrow: invalid texts, and label vocabularies."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from textbatch.errors import TextBatchError
+
+
+def _column(hf_dataset: Any, name: str) -> Any:
+    """One column as a ``pyarrow.ChunkedArray`` (row order as the dataset presents it)."""
+    return hf_dataset.with_format("arrow")[name]
+
+
+def _is_text(arrow_type: Any) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def invalid_text_rows(hf_dataset: Any, columns: Sequence[str]) -> np.ndarray:
+    """A boolean mask of rows whose text in any of ``columns`` is missing, non-string or blank."""
+    import pyarrow.compute as pc
+
+    bad = np.zeros(len(hf_dataset), dtype=bool)
+    for name in columns:
+        column = _column(hf_dataset, name)
+        if not _is_text(column.type):
+            bad[:] = True  # non-string values (or all missing): every row is bad
+            continue
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
+        bad |= pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+    return bad
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    """Label ids per row (``-1`` where the label is missing) and the names they index."""
+
+    names: list[str]
+    ids: np.ndarray
+    missing: np.ndarray
+
+    def select(self, rows: np.ndarray) -> LabelSpec:
+        """The same labels for a subset of rows."""
+        return LabelSpec(self.names, self.ids[rows], self.missing[rows])
+
+
+def resolve_labels(
+    hf_dataset: Any, label: str, label_names: Sequence[Any] | None = None
+) -> LabelSpec:
+    """Map the ``label`` column to ids over ``label_names`` (default: the sorted unique labels).
+
+    Labels are matched by their string form, so ``1`` and ``"1"`` are the same label. A
+    ``ClassLabel`` column is read through its names. An integer label column is sorted
+    numerically. A label that is not in ``label_names`` raises; a missing label is reported in
+    ``missing`` for the caller to reject or drop.
+    """
+    import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = _column(hf_dataset, label)
+    feature = hf_dataset.features.get(label)
+    numeric = False
+    if isinstance(feature, datasets.ClassLabel):
+        ids = pc.if_else(pc.less(column, 0), None, column)  # -1 means "no label" in ClassLabel
+        strings = pc.take(pa.array(feature.names, pa.string()), ids)
+        if label_names is None:
+            label_names = list(feature.names)
+    elif _is_text(column.type):
+        strings = pc.cast(column, pa.string())
+        strings = pc.if_else(pc.equal(pc.utf8_trim_whitespace(strings), ""), None, strings)
+    elif pa.types.is_integer(column.type):
+        strings = pc.cast(column, pa.string())
+        numeric = True
+    elif pa.types.is_boolean(column.type):
+        strings = pc.cast(column, pa.string())  # "false", "true"
+    elif pa.types.is_floating(column.type):
+        values = column.to_numpy(zero_copy_only=False)
+        finite = values[~np.isnan(values)]
+        if not np.all(finite == np.round(finite)):
+            row = int(np.flatnonzero(~np.isnan(values) & (values != np.round(values)))[0])
+            raise TextBatchError(
+                f"label column {label!r} holds a non-integer number {float(values[row])!r} "
+                f"(row {row}); textbatch classifies into discrete labels: use strings or integers."
+            )
+        strings = pc.cast(pc.cast(column, pa.int64()), pa.string())
+        numeric = True
+    elif pa.types.is_null(column.type):
+        strings = pa.nulls(len(column), pa.string())
+    else:
+        raise TextBatchError(
+            f"label column {label!r} has type {column.type}; labels must be strings or integers."
+        )
+    strings = strings.combine_chunks() if hasattr(strings, "combine_chunks") else strings
+    missing = strings.is_null().to_numpy(zero_copy_only=False)
+
+    names = _label_names(strings, label_names, numeric)
+    ids_array = pc.index_in(strings, value_set=pa.array(names, pa.string()))
+    unknown = ids_array.is_null().to_numpy(zero_copy_only=False) & ~missing
+    if unknown.any():
+        row = int(np.flatnonzero(unknown)[0])
+        value = strings[row].as_py()
+        values = sorted(set(pc.filter(strings, pa.array(unknown)).to_pylist()))
+        raise TextBatchError(
+            f"label {value!r} (row {row}, column {label!r}) is not in label_names {names}; "
+            f"{int(unknown.sum())} rows have unknown labels {values[:10]}. Add them to "
+            "label_names, or remove those rows."
+        )
+    ids = pc.fill_null(ids_array, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return LabelSpec(names=names, ids=ids, missing=missing)
+
+
+def _label_names(strings: Any, label_names: Sequence[Any] | None, numeric: bool) -> list[str]:
+    import pyarrow.compute as pc
+
+    if label_names is not None:
+        if isinstance(label_names, str):
+            raise TextBatchError(
+                f"label_names={label_names!r} is one string; pass a list of label names."
+            )
+        names = [str(name) for name in label_names]
+        if not names:
+            raise TextBatchError("label_names is empty; give at least one label name.")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise TextBatchError(f"label_names repeats {duplicates}; give each label name once.")
+        return names
+    present = [value for value in pc.unique(strings).to_pylist() if value is not None]
+    if not present:
+        raise TextBatchError("every label is missing; fill the label column or pass label=None.")
+    if numeric:
+        return sorted(present, key=int)
+    return sorted(present)

@@ -1,0 +1,564 @@
+"""Labelled text, tokenised once into Arrow, with token lengths as a numpy array.
+
+``TextDataset`` is a map-style PyTorch dataset over a Hugging Face ``datasets.Dataset`` whose rows
+hold ``input_ids`` (and ``token_type_ids`` where the tokenizer makes them) and ``labels``.
+Construction checks the raw columns, maps labels to ids, and tokenises through the fast tokenizer in
+batches with ``Dataset.map``; for files the tokenised result is cached on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from textbatch._version import __version__
+from textbatch.columns import LabelSpec, invalid_text_rows, resolve_labels
+from textbatch.errors import TextBatchError
+
+Example = dict[str, Any]
+Transform = Callable[[Example], Example]
+
+DEFAULT_MAX_LENGTH = 512
+FILE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
+    ".csv": ("csv", {}),
+    ".tsv": ("csv", {"sep": "\t"}),
+    ".json": ("json", {}),
+    ".jsonl": ("json", {}),
+    ".parquet": ("parquet", {}),
+    ".txt": ("text", {}),
+}
+# Cached files carry this in their names; bump it when the stored layout changes.
+_CACHE_LAYOUT = "1"
+
+
+def default_cache_dir() -> Path:
+    """Where tokenised files are cached: ``$TEXTBATCH_CACHE`` or ``~/.cache/textbatch``."""
+    return Path(os.environ.get("TEXTBATCH_CACHE", Path.home() / ".cache" / "textbatch"))
+
+
+class TextDataset(torch.utils.data.Dataset):
+    """A tokenised, labelled text dataset stored in Arrow.
+
+    Build one with :meth:`from_hf`, :meth:`from_file` or :meth:`from_records`. ``ds[i]`` is a dict
+    of unpadded lists (``input_ids``, ``token_type_ids`` when present, ``labels`` when labelled);
+    ``ds.__getitems__(indices)`` reads a whole batch in one Arrow ``take`` and returns the same
+    dicts with numpy arrays, which is what ``DataLoader`` calls when a batch sampler is used.
+    ``ds.lengths`` holds the tokens per example (special tokens included, after truncation).
+    """
+
+    def __init__(
+        self,
+        hf_dataset: Any,
+        *,
+        label_names: list[str] | None,
+        transform: Transform | None = None,
+        num_dropped: int = 0,
+        from_cache: bool = False,
+    ) -> None:
+        if "input_ids" not in hf_dataset.column_names:
+            raise TextBatchError(
+                f"the dataset has no input_ids column (columns: {hf_dataset.column_names}); "
+                "build a TextDataset with TextDataset.from_hf/from_file/from_records."
+            )
+        if hf_dataset._indices is not None:
+            hf_dataset = hf_dataset.flatten_indices()
+        self.hf = hf_dataset
+        self.label_names = label_names
+        self.transform = transform
+        self.num_dropped = num_dropped
+        self.from_cache = from_cache
+        self._table = hf_dataset.data.table
+        self._sequence_columns = [
+            c for c in ("input_ids", "token_type_ids") if c in hf_dataset.column_names
+        ]
+        self._has_labels = "labels" in hf_dataset.column_names
+        self._lengths: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_hf(
+        cls,
+        hf_dataset: Any,
+        tokenizer: Any,
+        text: str = "text",
+        text_pair: str | None = None,
+        label: str | None = "label",
+        max_length: int | None = None,
+        label_names: Sequence[Any] | None = None,
+        *,
+        drop_invalid: bool = False,
+        transform: Transform | None = None,
+        cache_file: str | os.PathLike | None = None,
+    ) -> TextDataset:
+        """Tokenise a ``datasets.Dataset`` with columns ``text`` (and ``text_pair``) and ``label``.
+
+        ``label`` may hold strings or integers; the default ``"label"`` is optional (without such a
+        column the dataset is unlabelled), any other name must exist. ``label_names`` fixes the
+        label order (share it between train and eval); otherwise labels are sorted.
+        ``max_length`` (tokens) defaults to the tokenizer's ``model_max_length``, or 512 when the
+        tokenizer sets none. ``drop_invalid=True`` drops rows whose text or label is missing or
+        empty instead of raising, and reports how many in ``num_dropped``.
+        """
+        import datasets
+
+        from textbatch.tokenizers import load_tokenizer
+
+        if isinstance(hf_dataset, datasets.DatasetDict):
+            raise TextBatchError(
+                f"got a DatasetDict with splits {list(hf_dataset)}; pass one split, "
+                "e.g. dataset['train']."
+            )
+        if not isinstance(hf_dataset, datasets.Dataset):
+            raise TextBatchError(
+                f"from_hf needs a datasets.Dataset, got {type(hf_dataset).__name__}; for a "
+                "datasets.IterableDataset use StreamingTextDataset.from_hf."
+            )
+        tokenizer = load_tokenizer(tokenizer)
+        max_length = resolve_max_length(tokenizer, max_length)
+        if len(hf_dataset) == 0:
+            raise TextBatchError("the dataset is empty (0 rows); give it at least one example.")
+        label = _check_columns(hf_dataset.column_names, text, text_pair, label)
+
+        text_columns = [text] if text_pair is None else [text, text_pair]
+        bad = invalid_text_rows(hf_dataset, text_columns)
+        label_spec: LabelSpec | None = None
+        if label is not None:
+            label_spec = resolve_labels(hf_dataset, label, label_names)
+            bad |= label_spec.missing
+        num_dropped = int(bad.sum())
+        if num_dropped:
+            if not drop_invalid:
+                raise _invalid_row_error(hf_dataset, text_columns, label, bad)
+            keep = np.flatnonzero(~bad)
+            if len(keep) == 0:
+                raise TextBatchError(
+                    f"all {len(bad)} rows have missing or empty text or labels; nothing is left "
+                    "after drop_invalid=True."
+                )
+            warnings.warn(
+                f"textbatch dropped {num_dropped} of {len(bad)} rows with missing, non-string "
+                "or empty text or label (drop_invalid=True).",
+                stacklevel=2,
+            )
+            hf_dataset = hf_dataset.select(keep)
+            if label_spec is not None:
+                label_spec = label_spec.select(keep)
+
+        tokenized, from_cache = _tokenize(
+            hf_dataset, tokenizer, text, text_pair, max_length, cache_file, num_dropped
+        )
+        if label_spec is not None:
+            tokenized = tokenized.add_column("labels", label_spec.ids)
+        return cls(
+            tokenized,
+            label_names=None if label_spec is None else label_spec.names,
+            transform=transform,
+            num_dropped=num_dropped,
+            from_cache=from_cache,
+        )
+
+    @classmethod
+    def from_file(
+        cls,
+        path: str | os.PathLike,
+        tokenizer: Any,
+        text: str = "text",
+        text_pair: str | None = None,
+        label: str | None = "label",
+        max_length: int | None = None,
+        label_names: Sequence[Any] | None = None,
+        *,
+        drop_invalid: bool = False,
+        transform: Transform | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> TextDataset:
+        """Read a csv, tsv, json, jsonl, parquet or txt (one text per line) file and tokenise it.
+
+        The tokenised result is cached under ``cache_dir`` (default :func:`default_cache_dir`):
+        building the dataset again from the same, unchanged file with the same tokenizer and
+        options reads the cache instead of tokenising (``ds.from_cache`` is then True).
+        Other arguments are as in :meth:`from_hf`.
+        """
+        from textbatch.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer)
+        cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        hf_dataset = load_file(path, cache_root)
+        key = _cache_key(
+            file=_file_identity(Path(path)),
+            tokenizer=tokenizer_fingerprint(tokenizer),
+            text=text,
+            text_pair=text_pair,
+            max_length=resolve_max_length(tokenizer, max_length),
+            drop_invalid=drop_invalid,
+        )
+        return cls.from_hf(
+            hf_dataset,
+            tokenizer,
+            text=text,
+            text_pair=text_pair,
+            label=label,
+            max_length=max_length,
+            label_names=label_names,
+            drop_invalid=drop_invalid,
+            transform=transform,
+            cache_file=cache_root / f"tokenized-{key}.arrow",
+        )
+
+    @classmethod
+    def from_records(
+        cls,
+        records: Sequence[Mapping[str, Any]],
+        tokenizer: Any,
+        text: str = "text",
+        text_pair: str | None = None,
+        label: str | None = "label",
+        max_length: int | None = None,
+        label_names: Sequence[Any] | None = None,
+        *,
+        drop_invalid: bool = False,
+        transform: Transform | None = None,
+    ) -> TextDataset:
+        """Tokenise a list of dicts such as ``[{"text": "...", "label": "pos"}, ...]``.
+
+        Arguments are as in :meth:`from_hf`.
+        """
+        import datasets
+
+        columns = records_to_columns(records, text, text_pair, label, drop_invalid=drop_invalid)
+        return cls.from_hf(
+            datasets.Dataset.from_dict(columns),
+            tokenizer,
+            text=text,
+            text_pair=text_pair,
+            label=label if label in columns else None,
+            max_length=max_length,
+            label_names=label_names,
+            drop_invalid=drop_invalid,
+            transform=transform,
+        )
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return self._table.num_rows
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per example (int64), read from the Arrow list offsets of ``input_ids``."""
+        if self._lengths is None:
+            chunks = self._table.column("input_ids").chunks
+            parts = [np.diff(np.asarray(chunk.offsets)) for chunk in chunks]
+            self._lengths = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, int)
+        return self._lengths
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether examples carry ``labels`` (False for a dataset built for prediction)."""
+        return self._has_labels
+
+    @property
+    def num_labels(self) -> int:
+        """How many label names there are (0 when unlabelled)."""
+        return 0 if self.label_names is None else len(self.label_names)
+
+    def __getitem__(self, index: int) -> Example:
+        """One example as a dict of unpadded Python lists (and an int label)."""
+        n = len(self)
+        position = int(index)
+        if not -n <= position < n:
+            raise IndexError(f"index {index} is out of range for a dataset of {n} examples")
+        example = {
+            key: value.tolist() if isinstance(value, np.ndarray) else value
+            for key, value in self._read([position % n])[0].items()
+        }
+        return self.transform(example) if self.transform is not None else example
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Example]:
+        """Examples at ``indices`` in one Arrow read, as dicts of numpy arrays (no copy per row)."""
+        examples = self._read(indices)
+        if self.transform is not None:
+            examples = [self.transform(example) for example in examples]
+        return examples
+
+    def _read(self, indices: Sequence[int]) -> list[Example]:
+        rows = self._table.take(np.asarray(indices, dtype=np.int64))
+        offsets = None
+        columns: dict[str, np.ndarray] = {}
+        for name in self._sequence_columns:
+            values, offsets = list_column_to_numpy(rows.column(name))
+            columns[name] = values
+        assert offsets is not None  # input_ids is always there
+        starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
+        examples = [
+            {name: values[s:e] for name, values in columns.items()}
+            for s, e in zip(starts, ends, strict=True)
+        ]
+        if self._has_labels:
+            for example, label in zip(
+                examples, rows.column("labels").to_numpy().tolist(), strict=True
+            ):
+                example["labels"] = label
+        return examples
+
+    def select(self, indices: Sequence[int] | np.ndarray) -> TextDataset:
+        """A new dataset of the examples at ``indices``, sharing label names and transform."""
+        subset = self.hf.select(np.asarray(indices, dtype=np.int64))
+        return TextDataset(subset, label_names=self.label_names, transform=self.transform)
+
+    def __repr__(self) -> str:
+        labels = f"{self.num_labels} labels" if self._has_labels else "unlabelled"
+        return f"TextDataset({len(self)} examples, {labels}, columns={self.hf.column_names})"
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def list_column_to_numpy(column: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Flat values and offsets (starting at 0) of an Arrow list column, without a Python loop."""
+    array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
+    offsets = np.asarray(array.offsets, dtype=np.int64)
+    values = array.flatten().to_numpy(zero_copy_only=False)
+    return values, offsets - offsets[0]
+
+
+def resolve_max_length(tokenizer: Any, max_length: int | None) -> int:
+    """The truncation length in tokens: ``max_length``, else the tokenizer's, else 512."""
+    if max_length is None:
+        model_max = getattr(tokenizer, "model_max_length", None)
+        return int(model_max) if model_max and model_max < 1_000_000 else DEFAULT_MAX_LENGTH
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise TextBatchError(f"max_length={max_length!r} must be a positive number of tokens.")
+    return max_length
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A hash of everything about ``tokenizer`` that changes the ids it produces."""
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())
+    # Truncation and padding settings change with every call (and we set them per call).
+    backend.pop("truncation", None)
+    backend.pop("padding", None)
+    state = {
+        "backend": backend,
+        "truncation_side": tokenizer.truncation_side,
+        "model_input_names": list(tokenizer.model_input_names),
+    }
+    return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _cache_key(**parts: Any) -> str:
+    parts["layout"] = _CACHE_LAYOUT
+    parts["textbatch"] = __version__
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _file_identity(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def load_file(path: str | os.PathLike, cache_root: Path | None = None, **kwargs: Any) -> Any:
+    """Read a data file into a ``datasets.Dataset`` (or ``IterableDataset`` with streaming=True)."""
+    import datasets
+
+    path = Path(path)
+    builder, options = file_format(path)
+    if not path.is_file():
+        raise TextBatchError(f"data file {str(path)!r} does not exist; check the path.")
+    if path.stat().st_size == 0:
+        raise TextBatchError(f"data file {str(path)!r} is empty; give it at least one example.")
+    cache = None if cache_root is None else str(cache_root / "datasets")
+    try:
+        return datasets.load_dataset(
+            builder, data_files=str(path), split="train", cache_dir=cache, **options, **kwargs
+        )
+    except Exception as error:
+        raise TextBatchError(
+            f"cannot read {str(path)!r} as {builder}: {type(error).__name__}: {error}"
+        ) from error
+
+
+def file_format(path: Path) -> tuple[str, dict[str, Any]]:
+    """The ``datasets`` builder and its options for a file, from its suffix."""
+    suffix = path.suffix.lower()
+    if suffix not in FILE_FORMATS:
+        raise TextBatchError(
+            f"unsupported file type {suffix or '(no suffix)'!r} for {str(path)!r}; use one of "
+            f"{', '.join(FILE_FORMATS)}, or load it yourself and use TextDataset.from_hf."
+        )
+    return FILE_FORMATS[suffix]
+
+
+def _check_columns(
+    columns: list[str], text: str, text_pair: str | None, label: str | None
+) -> str | None:
+    """Raise for a missing column; return the label column to use (None: unlabelled)."""
+    for name in (text, text_pair):
+        if name is not None and name not in columns:
+            raise TextBatchError(
+                f"column {name!r} is not in the data; the columns are {columns}. Pass the name "
+                "of the text column as text=... (and text_pair=...)."
+            )
+    if label is not None and label not in columns:
+        if label == "label":
+            return None  # the default label column is optional: unlabelled data
+        raise TextBatchError(
+            f"label column {label!r} is not in the data; the columns are {columns}. Pass "
+            "label=<name>, or label=None for unlabelled data."
+        )
+    return label
+
+
+def _tokenize(
+    hf_dataset: Any,
+    tokenizer: Any,
+    text: str,
+    text_pair: str | None,
+    max_length: int,
+    cache_file: str | os.PathLike | None,
+    num_dropped: int,
+) -> tuple[Any, bool]:
+    """Tokenise in batches with ``Dataset.map``; return the dataset and whether it was cached."""
+    import datasets
+
+    keep_types = text_pair is not None or "token_type_ids" in tokenizer.model_input_names
+    features = {"input_ids": datasets.List(datasets.Value("int32"))}
+    if keep_types:
+        features["token_type_ids"] = datasets.List(datasets.Value("int8"))
+    fingerprint = _cache_key(
+        data=hf_dataset._fingerprint,
+        tokenizer=tokenizer_fingerprint(tokenizer),
+        text=text,
+        text_pair=text_pair,
+        max_length=max_length,
+        dropped=num_dropped,
+    )
+    from_cache = cache_file is not None and Path(cache_file).is_file()
+    if cache_file is not None:
+        Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
+    tokenized = hf_dataset.map(
+        _TokenizeBatch(tokenizer, text, text_pair, max_length, keep_types),
+        batched=True,
+        batch_size=1000,
+        remove_columns=hf_dataset.column_names,
+        features=datasets.Features(features),
+        cache_file_name=None if cache_file is None else str(cache_file),
+        load_from_cache_file=True,
+        new_fingerprint=fingerprint,
+        desc="Tokenizing",
+    )
+    return tokenized, from_cache
+
+
+class _TokenizeBatch:
+    """The ``Dataset.map`` function: one call of the fast tokenizer per batch of texts."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        text: str,
+        text_pair: str | None,
+        max_length: int,
+        keep_types: bool,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.text = text
+        self.text_pair = text_pair
+        self.max_length = max_length
+        self.keep_types = keep_types
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[list[int]]]:
+        encoded = self.tokenizer(
+            batch[self.text],
+            batch[self.text_pair] if self.text_pair is not None else None,
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=self.keep_types,
+        )
+        out = {"input_ids": encoded["input_ids"]}
+        if self.keep_types:
+            out["token_type_ids"] = encoded["token_type_ids"]
+        return out
+
+
+def _invalid_row_error(
+    hf_dataset: Any, text_columns: list[str], label: str | None, bad: np.ndarray
+) -> TextBatchError:
+    row = int(np.flatnonzero(bad)[0])
+    values = hf_dataset[row]
+    for column in [*text_columns, *([label] if label else [])]:
+        value = values[column]
+        if value is None or (isinstance(value, str) and not value.strip()):
+            what = "missing" if value is None else f"empty ({value!r})"
+            break
+        if column in text_columns and not isinstance(value, str):
+            what = f"{type(value).__name__} {value!r}, not a string"
+            break
+    else:  # pragma: no cover - bad rows always have a bad value
+        column, what = text_columns[0], "invalid"
+    return TextBatchError(
+        f"row {row}, column {column!r} is {what}; {int(bad.sum())} of {len(bad)} rows have "
+        "missing, non-string or empty text or labels. Fix the data, or pass drop_invalid=True to "
+        "drop such rows (num_dropped reports how many)."
+    )
+
+
+def records_to_columns(
+    records: Sequence[Mapping[str, Any]],
+    text: str,
+    text_pair: str | None,
+    label: str | None,
+    *,
+    drop_invalid: bool,
+) -> dict[str, list[Any]]:
+    """Turn records into columns, checking types first (Arrow would reject mixed types)."""
+    if isinstance(records, Mapping | str):
+        raise TextBatchError(
+            f"records must be a list of dicts, got {type(records).__name__}; for columns use "
+            "datasets.Dataset.from_dict(...) and TextDataset.from_hf."
+        )
+    records = list(records)
+    if not records:
+        raise TextBatchError("records is empty; give at least one example.")
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise TextBatchError(
+                f"record {i} is {type(record).__name__} {record!r}, not a dict; pass "
+                "records like {'text': ..., 'label': ...}."
+            )
+    keys = list(dict.fromkeys(key for record in records for key in record))
+    _check_columns(keys, text, text_pair, label)
+    columns: dict[str, list[Any]] = {}
+    for name in (text, text_pair):
+        if name is None:
+            continue
+        values = [record.get(name) for record in records]
+        for i, value in enumerate(values):
+            if value is not None and not isinstance(value, str):
+                if not drop_invalid:
+                    raise TextBatchError(
+                        f"row {i}, column {name!r} is {type(value).__name__} {value!r}, not a "
+                        "string. Convert it to text, or pass drop_invalid=True to drop such "
+                        "rows (num_dropped reports how many)."
+                    )
+                values[i] = None  # dropped with the other invalid rows
+        columns[name] = values
+    if label is not None and label in keys:
+        values = [record.get(label) for record in records]
+        kinds = {type(v) for v in values if v is not None}
+        if len(kinds) > 1:
+            names = sorted(k.__name__ for k in kinds)
+            raise TextBatchError(
+                f"label column {label!r} mixes types {names}; make every label a string or "
+                "every label an int."
+            )
+        columns[label] = values
+    return columns

@@ -1,0 +1,61 @@
+"""From "some data" to a tokenizer and a TextDataset: the shared first step of every command."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from textbatch.corpus import corpus_dataset
+from textbatch.data import TextDataset, default_cache_dir, load_file
+from textbatch.errors import TextBatchError
+from textbatch.tokenizers import load_tokenizer, train_tokenizer
+
+
+def load_dataset_and_tokenizer(
+    data: str | os.PathLike | None,
+    tokenizer: Any = None,
+    *,
+    text: str = "text",
+    text_pair: str | None = None,
+    label: str | None = "label",
+    max_length: int | None = None,
+    label_names: Sequence[str] | None = None,
+    drop_invalid: bool = False,
+    vocab_size: int = 8000,
+    cache_dir: Path | None = None,
+) -> tuple[TextDataset, Any]:
+    """A TextDataset of a data file (cached on disk), or of the embedded corpus when ``data`` is
+    None, and its tokenizer: ``tokenizer`` loaded, or a WordPiece one trained on the texts."""
+    options: dict[str, Any] = {
+        "text": text,
+        "text_pair": text_pair,
+        "label": label,
+        "max_length": max_length,
+        "label_names": label_names,
+        "drop_invalid": drop_invalid,
+    }
+    raw = corpus_dataset() if data is None else None
+    if tokenizer is not None:
+        tokenizer = load_tokenizer(tokenizer)
+    else:
+        if raw is None:
+            raw = load_file(data, cache_dir if cache_dir is not None else default_cache_dir())
+        tokenizer = train_tokenizer(_texts(raw, text, text_pair), vocab_size=vocab_size)
+    if data is None:
+        return TextDataset.from_hf(raw, tokenizer, **options), tokenizer
+    return TextDataset.from_file(data, tokenizer, cache_dir=cache_dir, **options), tokenizer
+
+
+def _texts(raw: Any, text: str, text_pair: str | None) -> Iterator[str]:
+    """The usable texts of ``raw`` (both columns of a pair), to train a tokenizer on."""
+    for column in (text, text_pair):
+        if column is None:
+            continue
+        if column not in raw.column_names:
+            raise TextBatchError(
+                f"column {column!r} is not in the data; the columns are {raw.column_names}. "
+                "Pass the text column's name (--text-column)."
+            )
+        yield from (t for t in raw[column] if isinstance(t, str) and t.strip())

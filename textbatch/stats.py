@@ -1,0 +1,124 @@
+"""Padding diagnostics: the numbers behind every benchmark, computed with numpy, never per token."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from textbatch.collate import check_pad_to_multiple_of
+from textbatch.errors import TextBatchError
+
+
+@dataclass(frozen=True)
+class PaddingStats:
+    """How much of a set of padded batches is padding. Token counts are in tokens.
+
+    ``waste`` is padding tokens over all tokens in the padded batches (0 = no padding).
+    ``max_batch_tokens`` is the largest padded batch (examples x padded width).
+    """
+
+    real_tokens: int
+    padded_tokens: int
+    waste: float
+    num_batches: int
+    num_examples: int
+    batch_size_mean: float
+    batch_size_min: int
+    batch_size_max: int
+    max_batch_tokens: int
+
+    @property
+    def padding_tokens(self) -> int:
+        """Padding tokens in all batches."""
+        return self.padded_tokens - self.real_tokens
+
+    def as_dict(self) -> dict[str, float | int]:
+        """A plain dict, for JSON."""
+        return asdict(self)
+
+
+def as_lengths(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``lengths`` as a 1-D int64 array of positive token counts, or a clear error."""
+    array = np.asarray(lengths)
+    if array.ndim != 1:
+        raise TextBatchError(
+            f"lengths must be a 1-D sequence of token counts, got shape {array.shape}."
+        )
+    if array.size and array.dtype.kind not in "iu":
+        if array.dtype.kind == "f" and np.all(array == np.round(array)):
+            array = array.astype(np.int64)
+        else:
+            raise TextBatchError(f"lengths must be integers (tokens), got dtype {array.dtype}.")
+    array = array.astype(np.int64, copy=False)
+    if array.size and array.min() < 1:
+        row = int(np.argmin(array))
+        raise TextBatchError(
+            f"lengths[{row}] = {array[row]}: every example needs at least one token."
+        )
+    return array
+
+
+def padding_stats(
+    lengths: Sequence[int] | np.ndarray,
+    batches: Sequence[Sequence[int]],
+    pad_to_multiple_of: int | None = None,
+) -> PaddingStats:
+    """Padding in ``batches`` (lists of indices into ``lengths``) when each batch is padded to its
+    longest example, rounded up to ``pad_to_multiple_of`` tokens."""
+    lengths = as_lengths(lengths)
+    multiple = check_pad_to_multiple_of(pad_to_multiple_of)
+    if not batches:
+        raise TextBatchError("batches is empty; padding_stats needs at least one batch.")
+    sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
+    if sizes.min() == 0:
+        raise TextBatchError(f"batch {int(np.argmin(sizes))} is empty; every batch needs an index.")
+    flat = np.concatenate([np.asarray(b, dtype=np.int64) for b in batches])
+    if flat.min() < 0 or flat.max() >= len(lengths):
+        bad = int(flat[(flat < 0) | (flat >= len(lengths))][0])
+        raise TextBatchError(f"index {bad} is out of range for {len(lengths)} lengths.")
+    batch_lengths = lengths[flat]
+    starts = np.cumsum(sizes) - sizes
+    widths = np.maximum.reduceat(batch_lengths, starts)
+    if multiple:
+        widths = -(-widths // multiple) * multiple
+    batch_tokens = widths * sizes
+    real = int(batch_lengths.sum())
+    padded = int(batch_tokens.sum())
+    return PaddingStats(
+        real_tokens=real,
+        padded_tokens=padded,
+        waste=(padded - real) / padded,
+        num_batches=len(batches),
+        num_examples=int(sizes.sum()),
+        batch_size_mean=float(sizes.mean()),
+        batch_size_min=int(sizes.min()),
+        batch_size_max=int(sizes.max()),
+        max_batch_tokens=int(batch_tokens.max()),
+    )
+
+
+def length_summary(
+    lengths: Sequence[int] | np.ndarray, max_length: int | None = None
+) -> dict[str, float | int]:
+    """Count, mean and percentiles of token lengths, and how many reach ``max_length``.
+
+    Lengths are after truncation, so an example at exactly ``max_length`` tokens was (most
+    likely) truncated; ``at_max_length`` counts those.
+    """
+    lengths = as_lengths(lengths)
+    if lengths.size == 0:
+        raise TextBatchError("lengths is empty; there is nothing to summarise.")
+    summary: dict[str, float | int] = {
+        "examples": int(lengths.size),
+        "tokens": int(lengths.sum()),
+        "mean": float(lengths.mean()),
+        "min": int(lengths.min()),
+    }
+    for q in (50, 90, 95, 99):
+        summary[f"p{q}"] = float(np.percentile(lengths, q))
+    summary["max"] = int(lengths.max())
+    if max_length is not None:
+        summary["at_max_length"] = int((lengths >= max_length).sum())
+    return summary

@@ -1,0 +1,261 @@
+"""Streaming text: tokenise records on the fly, for data too large (or too live) to store first."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+
+from textbatch.data import Example, Transform, file_format, load_file, resolve_max_length
+from textbatch.errors import TextBatchError
+
+
+def _is_hf_iterable(source: Any) -> bool:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        return False
+    return isinstance(source, datasets.IterableDataset)
+
+
+def world() -> tuple[int, int]:
+    """``(rank, world_size)`` of ``torch.distributed`` when it is initialised, else ``(0, 1)``."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class StreamingTextDataset(torch.utils.data.IterableDataset):
+    """Tokenise records as they stream in; yield ``TextDataset``'s features plus ``length``.
+
+    ``source`` is a ``datasets.IterableDataset`` or any re-iterable collection of dicts. Examples
+    are split between ``torch.distributed`` ranks (``num_replicas``/``rank``, taken from the
+    process group when it is initialised) and between ``DataLoader`` workers, without overlap:
+    a plain iterable is split round-robin by position; a ``datasets.IterableDataset`` is split by
+    ``datasets.distributed.split_dataset_by_node`` across ranks and by its own shards across
+    workers (give it at least as many shards as workers to keep every worker busy).
+    Labelled streams need ``label_names`` (a ``ClassLabel`` feature provides them).
+    """
+
+    def __init__(
+        self,
+        source: Iterable[Mapping[str, Any]],
+        tokenizer: Any,
+        text: str = "text",
+        text_pair: str | None = None,
+        label: str | None = "label",
+        max_length: int | None = None,
+        label_names: Sequence[Any] | None = None,
+        *,
+        drop_invalid: bool = False,
+        transform: Transform | None = None,
+        tokenize_batch_size: int = 256,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
+        from textbatch.tokenizers import load_tokenizer
+
+        if isinstance(source, str | bytes | Mapping) or not isinstance(source, Iterable):
+            raise TextBatchError(
+                f"source must be an iterable of dicts or a datasets.IterableDataset, got "
+                f"{type(source).__name__}; for a file use StreamingTextDataset.from_file(path)."
+            )
+        if tokenize_batch_size < 1:
+            raise TextBatchError(
+                f"tokenize_batch_size={tokenize_batch_size} must be at least 1 example."
+            )
+        self.tokenizer = load_tokenizer(tokenizer)
+        self.text = text
+        self.text_pair = text_pair
+        self.label = label
+        self.max_length = resolve_max_length(self.tokenizer, max_length)
+        self.drop_invalid = drop_invalid
+        self.transform = transform
+        self.tokenize_batch_size = tokenize_batch_size
+        self.keep_types = (
+            text_pair is not None or "token_type_ids" in self.tokenizer.model_input_names
+        )
+        default_rank, default_world = world()
+        self.num_replicas = default_world if num_replicas is None else num_replicas
+        self.rank = default_rank if rank is None else rank
+        if not 0 <= self.rank < self.num_replicas:
+            raise TextBatchError(
+                f"rank={self.rank} must be in [0, num_replicas={self.num_replicas})."
+            )
+        self.label_names = self._label_names(source, label, label_names)
+        # A ClassLabel feature streams label ids, not names.
+        self._ids_streamed = label_names is None and self.label_names is not None
+        self._label_ids = (
+            None if self.label_names is None else {n: i for i, n in enumerate(self.label_names)}
+        )
+        self.source = source
+        self.num_dropped = 0
+
+    @classmethod
+    def from_hf(cls, iterable_dataset: Any, tokenizer: Any, **options: Any) -> StreamingTextDataset:
+        """Stream a ``datasets.IterableDataset`` (or ``Dataset``, made iterable)."""
+        import datasets
+
+        if isinstance(iterable_dataset, datasets.Dataset):
+            iterable_dataset = iterable_dataset.to_iterable_dataset()
+        if not isinstance(iterable_dataset, datasets.IterableDataset):
+            raise TextBatchError(
+                f"from_hf needs a datasets.IterableDataset, got {type(iterable_dataset).__name__}."
+            )
+        return cls(iterable_dataset, tokenizer, **options)
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike, tokenizer: Any, **options: Any
+    ) -> StreamingTextDataset:
+        """Stream a csv, tsv, json, jsonl, parquet or txt file without loading it whole."""
+        from pathlib import Path
+
+        file_format(Path(path))  # rejects unsupported types before anything is read
+        return cls(load_file(path, streaming=True), tokenizer, **options)
+
+    @staticmethod
+    def _label_names(
+        source: Any, label: str | None, label_names: Sequence[Any] | None
+    ) -> list[str] | None:
+        if label is None:
+            return None
+        if label_names is not None:
+            if isinstance(label_names, str) or not label_names:
+                raise TextBatchError(
+                    f"label_names={label_names!r} must be a non-empty list of label names."
+                )
+            return [str(name) for name in label_names]
+        features = getattr(source, "features", None) if _is_hf_iterable(source) else None
+        feature = features.get(label) if features else None
+        names = getattr(feature, "names", None)
+        if names:
+            return list(names)
+        return None  # decided on the first record: unlabelled if it has no label
+
+    # ------------------------------------------------------------------ iteration
+    def _records(self) -> Iterator[tuple[int, Mapping[str, Any]]]:
+        """This worker's share of ``(position, record)`` pairs."""
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            # The tokenizer's Rust thread pool is not fork-safe; workers tokenise serially.
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
+        if _is_hf_iterable(self.source):
+            from datasets.distributed import split_dataset_by_node
+
+            source = self.source
+            if self.num_replicas > 1:
+                source = split_dataset_by_node(source, self.rank, self.num_replicas)
+            yield from enumerate(source)  # datasets splits its shards between workers itself
+            return
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        stride = self.num_replicas * workers
+        offset = self.rank * workers + worker
+        for position, record in enumerate(self.source):
+            if position % stride == offset:
+                yield position, record
+
+    def __iter__(self) -> Iterator[Example]:
+        chunk: list[tuple[int, Mapping[str, Any]]] = []
+        for position, record in self._records():
+            chunk.append((position, record))
+            if len(chunk) == self.tokenize_batch_size:
+                yield from self._encode(chunk)
+                chunk = []
+        if chunk:
+            yield from self._encode(chunk)
+        if self.num_dropped:
+            warnings.warn(
+                f"textbatch dropped {self.num_dropped} streamed records with missing, non-string "
+                "or empty text or label (drop_invalid=True).",
+                stacklevel=2,
+            )
+
+    def _encode(self, chunk: list[tuple[int, Mapping[str, Any]]]) -> Iterator[Example]:
+        records = [
+            (position, record) for position, record in chunk if self._valid(position, record)
+        ]
+        if not records:
+            return
+        texts = [record[self.text] for _, record in records]
+        pairs = None if self.text_pair is None else [r[self.text_pair] for _, r in records]
+        encoded = self.tokenizer(
+            texts,
+            pairs,
+            truncation=True,
+            max_length=self.max_length,
+            return_attention_mask=False,
+            return_token_type_ids=self.keep_types,
+        )
+        for j, (position, record) in enumerate(records):
+            example: Example = {"input_ids": encoded["input_ids"][j]}
+            if self.keep_types:
+                example["token_type_ids"] = encoded["token_type_ids"][j]
+            if self._label_ids is not None:
+                example["labels"] = self._label_id(position, record[self.label])
+            example["length"] = len(example["input_ids"])
+            yield self.transform(example) if self.transform is not None else example
+
+    def _valid(self, position: int, record: Mapping[str, Any]) -> bool:
+        if not isinstance(record, Mapping):
+            raise TextBatchError(f"record {position} is {type(record).__name__}, not a dict.")
+        if self.label is not None and self._label_ids is None:
+            self._decide_labels(record)
+        columns = [self.text] + ([self.text_pair] if self.text_pair else [])
+        for column in columns:
+            if column not in record:
+                raise TextBatchError(
+                    f"record {position} has no column {column!r}; its columns are "
+                    f"{list(record)}. Pass text=... (and text_pair=...)."
+                )
+            value = record[column]
+            if not isinstance(value, str) or not value.strip():
+                return self._reject(position, column, value)
+        if self._label_ids is not None:
+            value = record.get(self.label)
+            if value is None or (isinstance(value, str) and not value.strip()):
+                return self._reject(position, self.label, value)
+        return True
+
+    def _decide_labels(self, record: Mapping[str, Any]) -> None:
+        if self.label not in record:
+            if self.label == "label":
+                self.label = None  # the default label column is optional
+                return
+            raise TextBatchError(
+                f"label column {self.label!r} is not in the records; their columns are "
+                f"{list(record)}. Pass label=<name>, or label=None for unlabelled data."
+            )
+        raise TextBatchError(
+            f"streamed records carry labels ({self.label!r}) but no label_names were given; "
+            "a stream cannot be scanned for its labels first, so pass label_names=[...] "
+            "(e.g. train_dataset.label_names)."
+        )
+
+    def _reject(self, position: int, column: str, value: Any) -> bool:
+        if not self.drop_invalid:
+            what = "missing" if value is None else f"{type(value).__name__} {value!r:.60}"
+            raise TextBatchError(
+                f"record {position}, column {column!r} is {what}: text must be a non-empty "
+                "string and the label present. Fix the data, or pass drop_invalid=True to drop "
+                "such records (num_dropped reports how many)."
+            )
+        self.num_dropped += 1
+        return False
+
+    def _label_id(self, position: int, value: Any) -> int:
+        assert self._label_ids is not None and self.label_names is not None
+        if self._ids_streamed and isinstance(value, int) and 0 <= value < len(self.label_names):
+            return value
+        label_id = self._label_ids.get(str(value))
+        if label_id is None:
+            raise TextBatchError(
+                f"label {value!r} (record {position}, column {self.label!r}) is not in "
+                f"label_names {self.label_names}; add it to label_names, or remove those records."
+            )
+        return label_id

@@ -1,0 +1,181 @@
+"""Load any local fast tokenizer, or train a small WordPiece one on the user's own text."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from textbatch.errors import TextBatchError
+
+SPECIAL_TOKENS = {
+    "pad_token": "[PAD]",
+    "unk_token": "[UNK]",
+    "cls_token": "[CLS]",
+    "sep_token": "[SEP]",
+    "mask_token": "[MASK]",
+}
+# Names under which tokenizer.json files commonly store their special tokens.
+_KNOWN_SPECIAL = {
+    "pad_token": ("[PAD]", "<pad>", "<|pad|>", "<|padding|>"),
+    "unk_token": ("[UNK]", "<unk>", "<|unk|>"),
+    "cls_token": ("[CLS]", "<s>"),
+    "sep_token": ("[SEP]", "</s>"),
+    "mask_token": ("[MASK]", "<mask>"),
+}
+_MODEL_INPUT_NAMES = ["input_ids", "token_type_ids", "attention_mask"]
+
+
+def load_tokenizer(source: Any) -> Any:
+    """Return a fast ``transformers`` tokenizer from ``source``, never downloading anything.
+
+    ``source`` may be a directory written by ``save_pretrained``, a ``tokenizer.json`` file,
+    a ``transformers`` tokenizer object, or a ``tokenizers.Tokenizer``.
+    """
+    import tokenizers
+    from transformers import PreTrainedTokenizerBase
+
+    if isinstance(source, PreTrainedTokenizerBase):
+        if not getattr(source, "is_fast", False):
+            raise TextBatchError(
+                f"{type(source).__name__} is a slow (Python) tokenizer; textbatch needs a fast "
+                "one. Load it with AutoTokenizer.from_pretrained(path, use_fast=True)."
+            )
+        return source
+    if isinstance(source, tokenizers.Tokenizer):
+        return _wrap(source)
+    if isinstance(source, str | os.PathLike):
+        return _load_path(Path(source))
+    raise TextBatchError(
+        f"cannot load a tokenizer from {type(source).__name__} {source!r}; pass a directory saved "
+        "with save_pretrained, a tokenizer.json file, a transformers tokenizer or a "
+        "tokenizers.Tokenizer."
+    )
+
+
+def _load_path(path: Path) -> Any:
+    from transformers import AutoTokenizer
+
+    if path.is_file():
+        if path.suffix != ".json":
+            raise TextBatchError(
+                f"tokenizer file {str(path)!r} is not a tokenizer.json; pass the tokenizer.json "
+                "file or the directory that save_pretrained wrote."
+            )
+        import tokenizers
+
+        try:
+            return _wrap(tokenizers.Tokenizer.from_file(str(path)))
+        except Exception as error:  # the Rust error says what is wrong with the file
+            raise TextBatchError(f"cannot read tokenizer file {str(path)!r}: {error}") from error
+    if not path.is_dir():
+        raise TextBatchError(
+            f"tokenizer path {str(path)!r} does not exist; textbatch never downloads from the "
+            "Hugging Face Hub, so pass a local directory or tokenizer.json file, or train one with "
+            "textbatch.train_tokenizer()."
+        )
+    if (path / "tokenizer_config.json").is_file():
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        except Exception as error:
+            raise TextBatchError(
+                f"cannot load a tokenizer from directory {str(path)!r}: {error}"
+            ) from error
+        return load_tokenizer(tokenizer)
+    if (path / "tokenizer.json").is_file():
+        return _load_path(path / "tokenizer.json")
+    raise TextBatchError(
+        f"directory {str(path)!r} holds no tokenizer.json or tokenizer_config.json; save a "
+        "tokenizer there with tokenizer.save_pretrained(path)."
+    )
+
+
+def _wrap(backend: Any, **options: Any) -> Any:
+    """Wrap a ``tokenizers.Tokenizer`` as a fast ``transformers`` tokenizer, special tokens set."""
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = backend.get_vocab()
+    special: dict[str, str] = {}
+    for role, candidates in _KNOWN_SPECIAL.items():
+        for token in candidates:
+            if token in vocab:
+                special[role] = token
+                break
+    padding = backend.padding
+    if padding and padding.get("pad_token"):
+        special["pad_token"] = padding["pad_token"]
+    backend.no_padding()  # padding is the collator's job, not the tokenizer's
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        model_input_names=list(_MODEL_INPUT_NAMES),
+        **special,
+        **options,
+    )
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 8000,
+    *,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+    model_max_length: int = 512,
+) -> Any:
+    """Train a BERT-style WordPiece tokenizer on ``texts`` and return it as a fast tokenizer.
+
+    The vocabulary holds at most ``vocab_size`` tokens, starting with [PAD] (id 0), [UNK], [CLS],
+    [SEP] and [MASK]. Every text is encoded as ``[CLS] text [SEP]`` and every pair as
+    ``[CLS] a [SEP] b [SEP]`` with token type ids 0 and 1. ``model_max_length`` (tokens) is
+    the default truncation length of datasets built with it.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import WordPieceTrainer
+
+    if vocab_size < len(SPECIAL_TOKENS) + 1:
+        raise TextBatchError(
+            f"vocab_size={vocab_size} is too small: it must exceed the {len(SPECIAL_TOKENS)} "
+            "special tokens; use a few thousand for real text."
+        )
+    if isinstance(texts, str):
+        raise TextBatchError("texts is one string; pass a list (or iterable) of texts.")
+
+    backend = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    trainer = WordPieceTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        show_progress=False,
+    )
+    counted = _CountingIterator(texts)
+    backend.train_from_iterator(counted, trainer=trainer)
+    if counted.count == 0:
+        raise TextBatchError("train_tokenizer got no texts; pass at least one non-empty text.")
+    cls_id = backend.token_to_id(SPECIAL_TOKENS["cls_token"])
+    sep_id = backend.token_to_id(SPECIAL_TOKENS["sep_token"])
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    return _wrap(backend, model_max_length=model_max_length)
+
+
+class _CountingIterator:
+    """Yields texts (rejecting non-strings) and counts them."""
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        self._texts = texts
+        self.count = 0
+
+    def __iter__(self):
+        for i, text in enumerate(self._texts):
+            if not isinstance(text, str):
+                raise TextBatchError(
+                    f"text #{i} is {type(text).__name__} {text!r}, not a string; pass strings only."
+                )
+            self.count += 1
+            yield text
