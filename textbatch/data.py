@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from textbatch._version import __version__
+from textbatch.arrow import ListColumn
 from textbatch.columns import LabelSpec, invalid_text_rows, resolve_labels
 from textbatch.errors import TextBatchError
 
@@ -75,11 +76,15 @@ class TextDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.num_dropped = num_dropped
         self.from_cache = from_cache
-        self._table = hf_dataset.data.table
-        self._sequence_columns = [
-            c for c in ("input_ids", "token_type_ids") if c in hf_dataset.column_names
-        ]
-        self._has_labels = "labels" in hf_dataset.column_names
+        table = hf_dataset.data.table
+        self._columns = {
+            name: ListColumn(table.column(name))
+            for name in ("input_ids", "token_type_ids")
+            if name in hf_dataset.column_names
+        }
+        self._labels = (
+            table.column("labels").to_numpy() if "labels" in hf_dataset.column_names else None
+        )
         self._lengths: np.ndarray | None = None
 
     # ------------------------------------------------------------------ constructors
@@ -248,21 +253,19 @@ class TextDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
-        return self._table.num_rows
+        return len(self._columns["input_ids"])
 
     @property
     def lengths(self) -> np.ndarray:
         """Tokens per example (int64), read from the Arrow list offsets of ``input_ids``."""
         if self._lengths is None:
-            chunks = self._table.column("input_ids").chunks
-            parts = [np.diff(np.asarray(chunk.offsets)) for chunk in chunks]
-            self._lengths = np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, int)
+            self._lengths = self._columns["input_ids"].lengths()
         return self._lengths
 
     @property
     def has_labels(self) -> bool:
         """Whether examples carry ``labels`` (False for a dataset built for prediction)."""
-        return self._has_labels
+        return self._labels is not None
 
     @property
     def num_labels(self) -> int:
@@ -289,22 +292,17 @@ class TextDataset(torch.utils.data.Dataset):
         return examples
 
     def _read(self, indices: Sequence[int]) -> list[Example]:
-        rows = self._table.take(np.asarray(indices, dtype=np.int64))
-        offsets = None
-        columns: dict[str, np.ndarray] = {}
-        for name in self._sequence_columns:
-            values, offsets = list_column_to_numpy(rows.column(name))
-            columns[name] = values
-        assert offsets is not None  # input_ids is always there
-        starts, ends = offsets[:-1].tolist(), offsets[1:].tolist()
+        rows = np.asarray(indices, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            bad = int(rows[(rows < 0) | (rows >= len(self))][0])
+            raise IndexError(f"index {bad} is out of range for a dataset of {len(self)} examples")
+        columns = {name: column.rows(rows) for name, column in self._columns.items()}
         examples = [
-            {name: values[s:e] for name, values in columns.items()}
-            for s, e in zip(starts, ends, strict=True)
+            dict(zip(columns, values, strict=True))
+            for values in zip(*columns.values(), strict=True)
         ]
-        if self._has_labels:
-            for example, label in zip(
-                examples, rows.column("labels").to_numpy().tolist(), strict=True
-            ):
+        if self._labels is not None:
+            for example, label in zip(examples, self._labels[rows].tolist(), strict=True):
                 example["labels"] = label
         return examples
 
@@ -314,19 +312,11 @@ class TextDataset(torch.utils.data.Dataset):
         return TextDataset(subset, label_names=self.label_names, transform=self.transform)
 
     def __repr__(self) -> str:
-        labels = f"{self.num_labels} labels" if self._has_labels else "unlabelled"
+        labels = f"{self.num_labels} labels" if self.has_labels else "unlabelled"
         return f"TextDataset({len(self)} examples, {labels}, columns={self.hf.column_names})"
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def list_column_to_numpy(column: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Flat values and offsets (starting at 0) of an Arrow list column, without a Python loop."""
-    array = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    offsets = np.asarray(array.offsets, dtype=np.int64)
-    values = array.flatten().to_numpy(zero_copy_only=False)
-    return values, offsets - offsets[0]
 
 
 def resolve_max_length(tokenizer: Any, max_length: int | None) -> int:
