@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from textbatch.data import Example, Transform, file_format, load_file, resolve_max_length
+from textbatch.distributed import resolve_rank
 from textbatch.errors import TextBatchError
 
 
@@ -19,15 +20,6 @@ def _is_hf_iterable(source: Any) -> bool:
     except ImportError:  # pragma: no cover - datasets is a dependency
         return False
     return isinstance(source, datasets.IterableDataset)
-
-
-def world() -> tuple[int, int]:
-    """``(rank, world_size)`` of ``torch.distributed`` when it is initialised, else ``(0, 1)``."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 class StreamingTextDataset(torch.utils.data.IterableDataset):
@@ -80,13 +72,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
         self.keep_types = (
             text_pair is not None or "token_type_ids" in self.tokenizer.model_input_names
         )
-        default_rank, default_world = world()
-        self.num_replicas = default_world if num_replicas is None else num_replicas
-        self.rank = default_rank if rank is None else rank
-        if not 0 <= self.rank < self.num_replicas:
-            raise TextBatchError(
-                f"rank={self.rank} must be in [0, num_replicas={self.num_replicas})."
-            )
+        self.rank, self.num_replicas = resolve_rank(num_replicas, rank)
         self.label_names = self._label_names(source, label, label_names)
         # A ClassLabel feature streams label ids, not names.
         self._ids_streamed = label_names is None and self.label_names is not None

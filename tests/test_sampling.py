@@ -1,0 +1,454 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from contracts import check_save_load_state
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from textbatch import BucketBatchSampler, TextBatchError, balanced_weights
+from textbatch.baselines import hf_length_grouped_batches, sorted_batches
+from textbatch.batching import batch_cost
+from textbatch.stats import padding_stats
+
+
+def long_tailed(n: int, seed: int, tail: float = 0.1) -> np.ndarray:
+    """Mostly a few dozen tokens, a tail of several hundred."""
+    rng = np.random.default_rng(seed)
+    short = rng.lognormal(np.log(30), 0.7, n)
+    long = rng.lognormal(np.log(200), 0.6, n)
+    return np.clip(np.where(rng.random(n) < tail, long, short), 3, 1024).astype(np.int64)
+
+
+def all_rank_batches(lengths, num_replicas, **options):
+    samplers = [
+        BucketBatchSampler(lengths, num_replicas=num_replicas, rank=r, **options)
+        for r in range(num_replicas)
+    ]
+    return samplers, [list(s) for s in samplers]
+
+
+# ------------------------------------------------------------------ properties
+
+options = st.fixed_dictionaries(
+    {
+        "batch_size": st.one_of(st.none(), st.integers(1, 40)),
+        "max_tokens": st.one_of(st.none(), st.integers(300, 3000)),
+        "shuffle": st.booleans(),
+        "seed": st.integers(0, 3),
+        "mix": st.sampled_from([0.0, 0.5, 1.0, 3.0]),
+        "pad_to_multiple_of": st.sampled_from([None, 8]),
+        "oversized": st.just("alone"),
+    }
+).filter(lambda o: o["batch_size"] is not None or o["max_tokens"] is not None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=400),
+    opts=options,
+    num_replicas=st.integers(1, 4),
+    epoch=st.integers(0, 2),
+)
+def test_every_index_once_per_epoch_across_ranks(lengths, opts, num_replicas, epoch):
+    lengths = np.array(lengths)
+    samplers = [
+        BucketBatchSampler(lengths, num_replicas=num_replicas, rank=r, **opts)
+        for r in range(num_replicas)
+    ]
+    for s in samplers:
+        s.set_epoch(epoch)
+    expected_len = [len(s) for s in samplers]
+    per_rank = [list(s) for s in samplers]
+    # len equals what iteration yields, and every rank yields the same number of batches
+    assert [len(b) for b in per_rank] == expected_len
+    assert len(set(expected_len)) == 1
+    seen = Counter(i for batches in per_rank for batch in batches for i in batch)
+    repeated = samplers[0].num_repeated
+    assert set(seen) == set(range(len(lengths)))  # complete and nothing outside
+    assert sum(seen.values()) == len(lengths) + repeated
+    if opts["max_tokens"] is None:  # the fewest repeats: fill one batch slot per rank and step
+        b, r, n = opts["batch_size"], num_replicas, len(lengths)
+        assert repeated == max(0, r * -(-n // (r * b)) - n)
+    elif repeated:  # only when no batch can be split any further
+        assert all(len(batch) == 1 for batches in per_rank for batch in batches)
+    for batches in per_rank:
+        for batch in batches:
+            assert batch, "no empty batches"
+            if opts["batch_size"] is not None:
+                assert len(batch) <= opts["batch_size"]
+            if opts["max_tokens"] is not None:
+                width = batch_cost(lengths[batch].max(), opts["pad_to_multiple_of"], None)
+                assert len(batch) * width <= opts["max_tokens"] or len(batch) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 500),
+    batch_size=st.integers(1, 40),
+    num_replicas=st.integers(1, 4),
+    epoch=st.integers(0, 3),
+)
+def test_drop_last_drops_only_incomplete_batches(n, batch_size, num_replicas, epoch):
+    lengths = long_tailed(n, seed=n)
+    usable_steps = n // batch_size // num_replicas
+    if usable_steps == 0:
+        with pytest.raises(TextBatchError, match="epoch would be empty"):
+            BucketBatchSampler(lengths, batch_size, drop_last=True, num_replicas=num_replicas)
+        return
+    samplers, per_rank = all_rank_batches(
+        lengths, num_replicas, batch_size=batch_size, drop_last=True
+    )
+    samplers[0].set_epoch(epoch)
+    per_rank[0] = list(samplers[0])
+    for s in samplers[1:]:
+        s.set_epoch(epoch)
+    per_rank[1:] = [list(s) for s in samplers[1:]]
+    used = [i for batches in per_rank for batch in batches for i in batch]
+    assert all(len(batch) == batch_size for batches in per_rank for batch in batches)
+    assert len(used) == len(set(used)) == usable_steps * num_replicas * batch_size
+    assert samplers[0].num_dropped == n - len(used)
+
+
+# ------------------------------------------------------------------ epochs and order
+
+
+def pairs_together(batches):
+    return {(a, b) for batch in batches for a in batch for b in batch if a < b}
+
+
+def test_deterministic_and_changing_every_epoch():
+    lengths = long_tailed(5000, seed=1)
+    a, b = BucketBatchSampler(lengths, 32, seed=7), BucketBatchSampler(lengths, 32, seed=7)
+    assert a.batches(0) == b.batches(0) and a.batches(3) == b.batches(3)
+    epoch0, epoch1 = a.batches(0), a.batches(1)
+    # which examples share a batch changes...
+    shared = len(pairs_together(epoch0) & pairs_together(epoch1)) / len(pairs_together(epoch0))
+    assert shared < 0.5
+    # ...and so does the order of batches (compare the order of the batches' longest lengths)
+    assert [max(lengths[x]) for x in epoch0] != [max(lengths[x]) for x in epoch1]
+    assert BucketBatchSampler(lengths, 32, seed=8).batches(0) != epoch0
+
+
+def test_long_examples_change_company_too():
+    lengths = long_tailed(20_000, seed=2)
+    sampler = BucketBatchSampler(lengths, 32)
+    long0 = [b for b in sampler.batches(0) if lengths[b].max() > 300]
+    pairs0 = pairs_together(long0)
+    pairs1 = pairs_together(sampler.batches(1))
+    assert len(pairs0 & pairs1) / len(pairs0) < 0.8
+
+
+def test_no_sawtooth_in_batch_order():
+    lengths = long_tailed(20_000, seed=3)
+    sampler = BucketBatchSampler(lengths, 32)
+    for epoch in range(3):
+        widths = np.array([lengths[b].max() for b in sampler.batches(epoch)], dtype=float)
+        position = np.arange(len(widths), dtype=float)
+        rank_corr = np.corrcoef(np.argsort(np.argsort(widths)), position)[0, 1]
+        assert abs(rank_corr) < 0.1
+        # neighbouring batches are not alike (a sweep would make them so)
+        assert abs(np.corrcoef(widths[:-1], widths[1:])[0, 1]) < 0.1
+    # The same measure does catch the sweeps of transformers' megabatches.
+    hf = np.array([lengths[b].max() for b in hf_length_grouped_batches(lengths, 32)], dtype=float)
+    assert np.corrcoef(hf[:-1], hf[1:])[0, 1] > 0.25
+
+
+def test_unshuffled_order_is_sorted_and_fixed():
+    lengths = long_tailed(1000, seed=4)
+    sampler = BucketBatchSampler(lengths, 16, shuffle=False)
+    batches = sampler.batches(0)
+    widths = [lengths[b].max() for b in batches]
+    assert widths == sorted(widths)
+    assert sampler.batches(5) == batches
+    assert padding_stats(lengths, batches).waste == pytest.approx(
+        padding_stats(lengths, sorted_batches(lengths, 16)).waste, abs=0.002
+    )
+
+
+def test_finished_pass_moves_to_the_next_epoch():
+    lengths = long_tailed(300, seed=5)
+    sampler = BucketBatchSampler(lengths, 16)
+    first = list(sampler)
+    assert sampler.epoch == 0  # still the finished epoch, for its statistics
+    assert len(sampler) == len(sampler.batches(1))
+    second = list(sampler)
+    assert first == sampler.batches(0) and second == sampler.batches(1)
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+    sampler.set_epoch(0)  # the same epoch again, after it finished: from its start
+    assert list(sampler) == first
+
+
+def test_longest_first():
+    lengths = long_tailed(3000, seed=6)
+    sampler = BucketBatchSampler(lengths, 32, longest_first=True)
+    for epoch in range(3):
+        batches = sampler.batches(epoch)
+        padded = [len(b) * lengths[b].max() for b in batches]
+        assert padded[0] == max(padded)
+
+
+# ------------------------------------------------------------------ padding
+
+
+@pytest.mark.parametrize(
+    ("n", "seed", "tail"), [(20_000, 0, 0.1), (20_000, 1, 0.05), (50_000, 2, 0.2)]
+)
+def test_padding_close_to_a_full_sort_and_below_hf(n, seed, tail):
+    lengths = long_tailed(n, seed, tail)
+    full_sort = padding_stats(lengths, sorted_batches(lengths, 32)).waste
+    hf = padding_stats(lengths, hf_length_grouped_batches(lengths, 32, seed=seed)).waste
+    sampler = BucketBatchSampler(lengths, 32, seed=seed)
+    for epoch in range(3):
+        waste = padding_stats(lengths, sampler.batches(epoch)).waste
+        assert waste <= 1.5 * full_sort + 0.005
+        assert waste < hf
+
+
+def test_padding_on_the_embedded_corpus(tokenizer):
+    from textbatch import make_corpus
+
+    lengths = np.array(
+        [len(x) for x in tokenizer([r["text"] for r in make_corpus(8000)])["input_ids"]]
+    )
+    full_sort = padding_stats(lengths, sorted_batches(lengths, 32)).waste
+    waste = padding_stats(lengths, BucketBatchSampler(lengths, 32).batches()).waste
+    assert waste <= 1.5 * full_sort + 0.005
+
+
+def test_mix_trades_randomness_for_padding():
+    lengths = long_tailed(20_000, seed=7)
+    waste, kept = [], []
+    for mix in (0.0, 1.0, 4.0):
+        sampler = BucketBatchSampler(lengths, 32, mix=mix)
+        e0, e1 = sampler.batches(0), sampler.batches(1)
+        long0 = [b for b in e0 if lengths[b].max() > 250]
+        waste.append(padding_stats(lengths, e0).waste)
+        kept.append(len(pairs_together(long0) & pairs_together(e1)) / len(pairs_together(long0)))
+    assert waste[0] < waste[1] < waste[2]
+    assert kept[0] > kept[1] > kept[2]
+
+
+# ------------------------------------------------------------------ token budget
+
+
+def test_token_budget_is_respected_and_filled():
+    lengths = long_tailed(20_000, seed=8)
+    for options in (
+        {"max_tokens": 4096},
+        {"max_tokens": 4096, "batch_size": 64},
+        {"max_tokens": 6000, "pad_to_multiple_of": 8},
+    ):
+        sampler = BucketBatchSampler(lengths, **options)
+        batches = sampler.batches()
+        stats = padding_stats(lengths, batches, options.get("pad_to_multiple_of"))
+        assert stats.max_batch_tokens <= options["max_tokens"]
+        multiple = options.get("pad_to_multiple_of") or 1
+        rounded = -(-lengths // multiple) * multiple
+        rounding_waste = 1 - lengths.sum() / rounded.sum()  # what no batching avoids
+        assert stats.waste < rounding_waste + 0.03
+        # batches fill the budget well, unless the cap on examples per batch stops them first
+        cap = options.get("batch_size", len(lengths))
+        assert stats.batch_size_max <= cap
+        uncapped = [b for b in batches if len(b) < cap]
+        assert len(uncapped) > len(batches) / 4
+        padded = [len(b) * -(-lengths[b].max() // multiple) * multiple for b in uncapped]
+        assert np.mean(padded) / options["max_tokens"] > 0.9
+
+
+def test_quadratic_cost_model():
+    lengths = long_tailed(5000, seed=9)
+    sampler = BucketBatchSampler(lengths, max_tokens=20_000, quadratic_length=256)
+    for batch in sampler.batches():
+        width = lengths[batch].max()
+        assert len(batch) * (width + width**2 / 256) <= 20_000
+    linear = BucketBatchSampler(lengths, max_tokens=20_000)
+    assert len(sampler) > len(linear)  # long batches hold fewer examples
+
+
+def test_oversized_example_errors_or_goes_alone():
+    lengths = np.array([10, 20, 900, 30, 15])
+    with pytest.raises(TextBatchError, match=r"example 2 has 900 tokens.*max_tokens=512"):
+        BucketBatchSampler(lengths, max_tokens=512)
+    sampler = BucketBatchSampler(lengths, max_tokens=512, oversized="alone")
+    batches = sampler.batches()
+    assert [2] in batches
+    assert sorted(i for b in batches for i in b) == [0, 1, 2, 3, 4]
+
+
+# ------------------------------------------------------------------ distributed
+
+
+def test_ranks_at_the_same_step_get_similar_lengths():
+    lengths = long_tailed(20_000, seed=10)
+    for options in ({"batch_size": 32}, {"max_tokens": 4096}):
+        _, per_rank = all_rank_batches(lengths, 4, **options)
+        ratios = []
+        for step in zip(*per_rank, strict=True):
+            costs = [len(b) * lengths[b].max() for b in step]
+            ratios.append(max(costs) / min(costs))
+        assert np.median(ratios) < 1.15
+        assert np.percentile(ratios, 95) < 2.0
+
+
+def test_fewer_examples_than_ranks_repeat_the_fewest():
+    samplers, per_rank = all_rank_batches(np.array([5, 6, 7]), 4, batch_size=8)
+    assert [len(b) for b in per_rank] == [1, 1, 1, 1]
+    assert samplers[0].num_repeated == 1
+    used = [i for b in per_rank for batch in b for i in batch]
+    assert len(used) == 4 and set(used) == {0, 1, 2}
+
+
+def test_world_from_torch_distributed(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        sampler = BucketBatchSampler(long_tailed(100, 1), 8)
+        assert (sampler.rank, sampler.num_replicas) == (0, 1)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.timeout(180)
+def test_two_gloo_processes_split_the_epoch(tmp_path):
+    import torch.multiprocessing as mp
+    from sampling_workers import gloo_sampler_worker
+
+    lengths = long_tailed(2000, seed=11)
+    np.save(tmp_path / "lengths.npy", lengths)
+    mp.spawn(gloo_sampler_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    per_rank = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for mode in ("size", "tokens"):
+        a, b = per_rank[0][mode], per_rank[1][mode]
+        assert len(a) == len(b)
+        flat = [i for batch in a + b for i in batch]
+        assert sorted(flat) == list(range(len(lengths)))
+
+
+# ------------------------------------------------------------------ resume
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"batch_size": 32},
+        {"max_tokens": 2048},
+        {"batch_size": 16, "num_replicas": 3, "rank": 1},
+        {"max_tokens": 3000, "num_replicas": 2, "rank": 0, "drop_last": True},
+        {"batch_size": 8, "weights": "balanced"},
+    ],
+)
+def test_resume_contract(options):
+    lengths = long_tailed(700, seed=12)
+    if options.get("weights") == "balanced":
+        options = {**options, "weights": balanced_weights(lengths % 3)}
+    check_save_load_state(lambda: BucketBatchSampler(lengths, **options), epochs=3, stop_epoch=1)
+
+
+def test_state_dict_with_an_explicit_position():
+    lengths = long_tailed(500, seed=13)
+    sampler = BucketBatchSampler(lengths, 16)
+    batches = sampler.batches(0)
+    resumed = BucketBatchSampler(lengths, 16)
+    resumed.load_state_dict(sampler.state_dict(position=5))
+    assert list(resumed) == batches[5:]
+    with pytest.raises(TextBatchError, match="position=999"):
+        sampler.state_dict(position=999)
+
+
+def test_state_from_another_sampler_is_refused():
+    lengths = long_tailed(500, seed=14)
+    state = BucketBatchSampler(lengths, 16, num_replicas=2, rank=0).state_dict()
+    with pytest.raises(TextBatchError, match="batch_size=16 in the state, 32 here"):
+        BucketBatchSampler(lengths, 32, num_replicas=2, rank=0).load_state_dict(state)
+    with pytest.raises(TextBatchError, match="num_replicas=2 in the state, 4 here"):
+        BucketBatchSampler(lengths, 16, num_replicas=4, rank=0).load_state_dict(state)
+    with pytest.raises(TextBatchError, match="500 examples in the state, 499 here"):
+        BucketBatchSampler(lengths[:-1], 16, num_replicas=2, rank=0).load_state_dict(state)
+    with pytest.raises(TextBatchError, match=r"lengths .* differ"):
+        BucketBatchSampler(lengths + 1, 16, num_replicas=2, rank=0).load_state_dict(state)
+    with pytest.raises(TextBatchError, match="not a BucketBatchSampler state"):
+        BucketBatchSampler(lengths, 16).load_state_dict({"epoch": 0})
+    # another rank of the same run may load it (checkpoints are often written by rank 0)
+    BucketBatchSampler(lengths, 16, num_replicas=2, rank=1).load_state_dict(state)
+
+
+# ------------------------------------------------------------------ weighted sampling
+
+
+def test_balanced_weights_balance_classes_and_keep_padding_low():
+    rng = np.random.default_rng(15)
+    labels = (rng.random(20_000) < 0.1).astype(int)  # 90% / 10%
+    lengths = long_tailed(20_000, seed=15)
+    sampler = BucketBatchSampler(lengths, 32, weights=balanced_weights(labels))
+    drawn = [i for b in sampler.batches() for i in b]
+    assert len(drawn) == 20_000 and len(sampler) == 625
+    share = labels[drawn].mean()
+    assert 0.47 < share < 0.53
+    waste = padding_stats(lengths, sampler.batches()).waste
+    full_sort = padding_stats(lengths, sorted_batches(lengths, 32)).waste
+    assert waste <= 1.5 * full_sort + 0.005
+    assert sampler.batches(1) != sampler.batches(0)
+
+
+def test_weighted_sampling_shards_across_ranks():
+    lengths = long_tailed(1000, seed=16)
+    weights = balanced_weights(lengths > 100)
+    samplers, per_rank = all_rank_batches(
+        lengths, 2, batch_size=16, weights=weights, num_samples=800
+    )
+    drawn = Counter(i for batches in per_rank for b in batches for i in b)
+    assert sum(drawn.values()) == 800
+    assert len(per_rank[0]) == len(per_rank[1]) == len(samplers[0])
+    plan = samplers[0].plan()
+    assert drawn == Counter(plan.items.tolist())
+
+
+# ------------------------------------------------------------------ use and bad input
+
+
+def test_with_a_dataloader(tokenizer, corpus_records):
+    from textbatch import PaddingCollator, TextDataset
+
+    ds = TextDataset.from_records(corpus_records, tokenizer)
+    sampler = BucketBatchSampler(ds.lengths, max_tokens=2048)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_sampler=sampler, collate_fn=PaddingCollator.from_tokenizer(tokenizer)
+    )
+    assert len(loader) == len(sampler)
+    batches = list(loader)
+    assert len(batches) == len(sampler.batches(0))
+    assert sum(int(b["attention_mask"].sum()) for b in batches) == int(ds.lengths.sum())
+    assert max(b["input_ids"].numel() for b in batches) <= 2048
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "give batch_size"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"max_tokens": -5}, "max_tokens=-5"),
+        ({"batch_size": 4, "rank": 2, "num_replicas": 2}, "rank=2"),
+        ({"batch_size": 4, "mix": -1}, "mix=-1"),
+        ({"batch_size": 4, "oversized": "split"}, "oversized='split'"),
+        ({"batch_size": 4, "weights": [1.0, 2.0]}, "one weight per example"),
+        ({"batch_size": 4, "weights": [0.0, 0.0, 0.0]}, "not all zero"),
+        ({"batch_size": 4, "num_samples": 10}, "num_samples only applies"),
+        ({"batch_size": 4, "pad_to_multiple_of": 0}, "pad_to_multiple_of"),
+    ],
+)
+def test_bad_options(kwargs, message):
+    with pytest.raises(TextBatchError, match=message):
+        BucketBatchSampler([5, 6, 7], **kwargs)
+
+
+def test_bad_lengths():
+    with pytest.raises(TextBatchError, match="empty"):
+        BucketBatchSampler([], 4)
+    with pytest.raises(TextBatchError, match=r"lengths\[1\] = 0"):
+        BucketBatchSampler([3, 0], 4)
