@@ -1,6 +1,7 @@
 """textbatch: fast, low-padding PyTorch batches from labelled text."""
 
 from textbatch._version import __version__
+from textbatch.bucketed_stream import BucketedStream
 from textbatch.collate import PaddingCollator
 from textbatch.corpus import corpus_dataset, make_corpus
 from textbatch.data import TextDataset
@@ -12,6 +13,7 @@ from textbatch.transforms import TokenDropout
 
 __all__ = [
     "BucketBatchSampler",
+    "BucketedStream",
     "PaddingCollator",
     "StreamingTextDataset",
     "TextBatchError",

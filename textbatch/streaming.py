@@ -81,6 +81,8 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
         )
         self.source = source
         self.num_dropped = 0
+        self._next_position = 0  # source position after the last example yielded
+        self._resume_from = 0  # skip source records before this position (load_state_dict)
 
     @classmethod
     def from_hf(cls, iterable_dataset: Any, tokenizer: Any, **options: Any) -> StreamingTextDataset:
@@ -124,9 +126,35 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
             return list(names)
         return None  # decided on the first record: unlabelled if it has no label
 
+    # This dataset splits itself between ranks and workers (see BucketedStream).
+    shards_itself = True
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict[str, int]:
+        """Where the stream stands: the source position after the last example yielded."""
+        return {"position": self._next_position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Continue after the last example yielded before ``state`` was taken. Earlier records
+        are read again but not tokenised. Works per process: with ``DataLoader`` workers, use a
+        loader that saves each worker's state (e.g. torchdata's ``StatefulDataLoader``)."""
+        if not isinstance(state, dict) or set(state) != {"position"}:
+            raise TextBatchError(
+                f"not a StreamingTextDataset state: {state!r:.100}; expected {{'position': int}}."
+            )
+        self._resume_from = int(state["position"])
+        self._next_position = self._resume_from
+
     # ------------------------------------------------------------------ iteration
     def _records(self) -> Iterator[tuple[int, Mapping[str, Any]]]:
-        """This worker's share of ``(position, record)`` pairs."""
+        """This worker's share of ``(position, record)`` pairs, after a resumed position."""
+        skip, self._resume_from = self._resume_from, 0
+        self._next_position = skip
+        for position, record in self._all_records():
+            if position >= skip:
+                yield position, record
+
+    def _all_records(self) -> Iterator[tuple[int, Mapping[str, Any]]]:
         info = torch.utils.data.get_worker_info()
         if info is not None:
             # The tokenizer's Rust thread pool is not fork-safe; workers tokenise serially.
@@ -185,6 +213,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
             if self._label_ids is not None:
                 example["labels"] = self._label_id(position, record[self.label])
             example["length"] = len(example["input_ids"])
+            self._next_position = position + 1
             yield self.transform(example) if self.transform is not None else example
 
     def _valid(self, position: int, record: Mapping[str, Any]) -> bool:
