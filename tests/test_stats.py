@@ -27,6 +27,12 @@ def test_padding_stats_by_hand(lengths, batches, multiple, expected):
     assert stats.padding_tokens == expected[1] - expected[0]
 
 
+def test_fill_of_a_token_budget():
+    stats = padding_stats([2, 2, 4], [[0, 1], [2]], max_tokens=8)
+    assert stats.fill == pytest.approx((4 / 8 + 4 / 8) / 2)
+    assert padding_stats([2], [[0]]).fill is None
+
+
 def test_batch_size_summary():
     stats = padding_stats([1] * 6, [[0], [1, 2], [3, 4, 5]])
     assert (stats.batch_size_min, stats.batch_size_max, stats.batch_size_mean) == (1, 3, 2.0)

@@ -36,66 +36,61 @@ def length_codes(lengths: np.ndarray) -> np.ndarray:
 
 
 def code_lower_bounds() -> np.ndarray:
-    """The shortest length (tokens) of each sort code: the bucket boundaries of ``length_codes``."""
+    """The shortest length (tokens) of each sort code: the bucket boundaries of ``length_codes``
+    (code 0, which no example has, is given length 1)."""
     exact = np.arange(EXACT_BELOW, dtype=np.float64)
+    exact[0] = 1
     steps = np.arange(2**CODE_BITS - EXACT_BELOW, dtype=np.float64)
     return np.concatenate([exact, np.ceil(EXACT_BELOW * np.exp(steps * _LOG_STEP))]).astype(
         np.int64
     )
 
 
+NUM_CODES = 2**CODE_BITS
+
+
+STRETCH = 0.1
+
+
 def length_order(
-    codes: np.ndarray, rng: np.random.Generator | None = None, ties: np.ndarray | None = None
+    codes: np.ndarray,
+    rng: np.random.Generator | None = None,
+    reach: np.ndarray | None = None,
+    counts: np.ndarray | None = None,
 ) -> np.ndarray:
     """Positions of ``codes`` (from ``length_codes``) sorted by code, in one 16-bit radix sort.
 
-    Equal codes keep the order of ``ties`` (a permutation of the positions; default: position
-    order), split into 32 groups at random on each call with ``rng``: the examples that share a
-    length meet different neighbours each time. About 0.4 s for 10 million codes.
+    Without ``rng``, equal codes keep their order (a stable sort). With ``rng``, equal codes are
+    split into 32 random groups and, with ``reach`` (examples, by code), each example first takes
+    the code found a random 0 .. ``reach`` places further along the sorted order (``counts``,
+    examples per code, if known, saves counting them): the order stays nearly sorted while the
+    examples that end up side by side change from call to call. About 0.4 s for 10 million.
     """
-    key = codes << np.uint16(16 - CODE_BITS)
-    if ties is not None:
-        key = key[ties]
+    key = codes
+    if rng is not None and reach is not None and len(codes) > 1:
+        if counts is None:
+            counts = np.bincount(codes, minlength=NUM_CODES)
+        reach = np.asarray(reach, dtype=np.float64)
+        # Runs of equal codes much longer than the reach hardly move (and their examples meet
+        # random neighbours already): only examples in shorter runs are moved, which is cheap.
+        movers = np.flatnonzero((counts < 8 * reach)[codes])
+        if len(movers):
+            before = np.cumsum(counts) - counts  # examples with a smaller code
+            moving = codes[movers]
+            # A random place in the example's own run of equal codes, then up to `reach` on.
+            place = (
+                rng.random(len(movers)) * counts[moving] + rng.random(len(movers)) * reach[moving]
+            )
+            place = np.minimum(before[moving] + place.astype(np.int64), len(codes) - 1)
+            code_at = np.repeat(np.arange(NUM_CODES, dtype=np.uint16), counts)
+            bounds = code_lower_bounds()
+            limit = np.searchsorted(bounds, bounds * (1 + STRETCH), side="right") - 1
+            key = codes.copy()
+            key[movers] = np.clip(code_at[place], moving, limit[moving])  # never backwards
+    key = key << np.uint16(16 - CODE_BITS)
     if rng is not None:
         key |= rng.integers(0, 2 ** (16 - CODE_BITS), size=len(key), dtype=np.uint16)
-    order = np.argsort(key, kind="stable")
-    return order if ties is None else ties[order]
-
-
-def shuffle_within_blocks(order: np.ndarray, block: int, rng: np.random.Generator) -> np.ndarray:
-    """Shuffle ``order`` within consecutive blocks of ``block`` items, block edges at a random
-    offset: each item moves less than ``block`` places, so a length order stays nearly sorted
-    while the examples that end up side by side change from call to call. About 0.1 s for 10
-    million items."""
-    if block <= 1 or len(order) <= 1:
-        return order
-    out = order.copy()
-    offset = int(rng.integers(0, block))
-    full = (len(out) - offset) // block * block
-    out[:offset] = rng.permutation(out[:offset])
-    out[offset : offset + full] = rng.permuted(
-        out[offset : offset + full].reshape(-1, block), axis=1
-    ).reshape(-1)
-    out[offset + full :] = rng.permutation(out[offset + full :])
-    return out
-
-
-def jitter_order(
-    order: np.ndarray, spread: np.ndarray | float, rng: np.random.Generator
-) -> np.ndarray:
-    """Move each item of ``order`` forward by a random number of places below ``spread`` (per
-    item, or one number for all), then re-sort: a length order stays nearly sorted while the
-    examples that end up side by side change from one call to the next.
-
-    The keys are nearly sorted already, so the stable sort (timsort) takes about 0.2 s for 10
-    million items.
-    """
-    spread = np.asarray(spread, dtype=np.float64)
-    if len(order) <= 1 or not np.any(spread > 1):
-        return order
-    key = np.arange(len(order), dtype=np.int64)
-    key += (rng.random(len(order)) * spread).astype(np.int64)
-    return order[np.argsort(key, kind="stable")]
+    return np.argsort(key, kind="stable")
 
 
 def even_sizes(total: int, parts: int) -> np.ndarray:
@@ -106,22 +101,17 @@ def even_sizes(total: int, parts: int) -> np.ndarray:
 
 
 def batch_size_plan(
-    num_items: int,
-    batch_size: int,
-    num_replicas: int = 1,
-    drop_last: bool = False,
-    rng: np.random.Generator | None = None,
+    num_items: int, batch_size: int, num_replicas: int = 1, drop_last: bool = False
 ) -> tuple[np.ndarray, int, int]:
     """Batch sizes for ``num_items`` items in ``batch_size`` batches, whole steps of
     ``num_replicas`` batches. Returns ``(sizes, dropped, repeated)``.
 
     - ``drop_last``: only full batches, in whole steps; ``dropped`` items are left out.
-    - otherwise every item is used once: full batches, and the remainder spread evenly over the
-      last step (or the last few steps, so that no batch is empty). Where that is impossible
-      (fewer items than batches, e.g. ``num_items < num_replicas``), ``repeated`` items are used
-      twice: the fewest possible.
-    The evenly split steps sit at a random place in the order when ``rng`` is given (at the end
-    otherwise), so that it is not always the longest examples that share them.
+    - otherwise every item is used once: full batches, then the remainder spread evenly over the
+      last step (or the last few steps, so that no batch is empty). In a length order the
+      remainder thus holds the longest examples, in smaller batches: the least padding, and the
+      least memory. Where no even spread is possible (fewer items than batch slots, e.g.
+      ``num_items < num_replicas``), ``repeated`` items are used twice: the fewest possible.
     """
     if drop_last:
         usable = (num_items // batch_size) // num_replicas * num_replicas
@@ -137,15 +127,7 @@ def batch_size_plan(
         uneven_steps += 1
     full = (steps - uneven_steps) * num_replicas
     tail = even_sizes(total - full * batch_size, uneven_steps * num_replicas)
-    places = steps - uneven_steps + 1
-    before = places - 1 if rng is None else int(rng.integers(0, places))
-    sizes = np.concatenate(
-        [
-            np.full(before * num_replicas, batch_size, dtype=np.int64),
-            tail,
-            np.full(full - before * num_replicas, batch_size, dtype=np.int64),
-        ]
-    )
+    sizes = np.concatenate([np.full(full, batch_size, dtype=np.int64), tail])
     return sizes, 0, repeated
 
 

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from textbatch.batching import (
+    NUM_CODES,
     batch_cost,
-    jitter_order,
+    code_lower_bounds,
     length_codes,
     length_order,
     token_budget_bounds,
@@ -103,6 +104,14 @@ class BucketedStream(torch.utils.data.IterableDataset):
         self.pad_to_multiple_of = check_pad_to_multiple_of(pad_to_multiple_of)
         self.quadratic_length = quadratic_length
         self.rank, self.num_replicas = resolve_rank(num_replicas, rank)
+        # Examples per batch by sort code, how far `mix` lets an example move.
+        if max_tokens is None:
+            self._per_batch = np.full(NUM_CODES, float(batch_size))
+        else:
+            cost = batch_cost(code_lower_bounds(), self.pad_to_multiple_of, quadratic_length)
+            self._per_batch = np.maximum(np.floor(max_tokens / cost), 1)
+            if batch_size is not None:
+                self._per_batch = np.minimum(self._per_batch, batch_size)
         self.epoch = 0
         self._state = {"buffer": 0, "done": 0, "carry": [], "source": None}
         self._resume: dict[str, Any] | None = None
@@ -176,12 +185,7 @@ class BucketedStream(torch.utils.data.IterableDataset):
         if not buffer:
             return [], []
         lengths = np.fromiter(map(example_length, buffer), dtype=np.int64, count=len(buffer))
-        order = length_order(length_codes(lengths), rng)
-        if self.max_tokens is None:
-            if self.mix > 0:
-                order = jitter_order(order, self.mix * self.batch_size, rng)
-            bounds = [*range(0, len(order), self.batch_size), len(order)]
-        else:
+        if self.max_tokens is not None:
             cost = batch_cost(lengths, self.pad_to_multiple_of, self.quadratic_length)
             if cost.max() > self.max_tokens:
                 index = int(np.argmax(cost))
@@ -190,11 +194,11 @@ class BucketedStream(torch.utils.data.IterableDataset):
                     f"{self.max_tokens} allows on its own; raise max_tokens or truncate with "
                     "max_length."
                 )
-            if self.mix > 0:
-                per_batch = np.floor(self.max_tokens / cost[order])
-                if self.batch_size is not None:
-                    per_batch = np.minimum(per_batch, self.batch_size)
-                order = jitter_order(order, self.mix * per_batch, rng)
+        reach = self.mix * self._per_batch if self.mix > 0 else None
+        order = length_order(length_codes(lengths), rng, reach)
+        if self.max_tokens is None:
+            bounds = [*range(0, len(order), self.batch_size), len(order)]
+        else:
             bounds = token_budget_bounds(
                 lengths[order],
                 self.max_tokens,

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 
 from textbatch.batching import (
+    NUM_CODES,
     batch_cost,
     batch_size_plan,
-    jitter_order,
+    code_lower_bounds,
     length_codes,
     length_order,
     split_for_replicas,
@@ -149,8 +150,10 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self._completed = False  # the current epoch was iterated to its end
         self._plan: EpochPlan | None = None
         self._fingerprint: str | None = None
-        self._codes: np.ndarray | None = None
-        self._ties: np.ndarray | None = None
+        self._codes: np.ndarray | None = None  # sort code of each length
+        self._ties: np.ndarray | None = None  # a fixed random order among equal codes
+        self._tied_codes: np.ndarray | None = None  # codes in that order
+        self._code_counts: np.ndarray | None = None  # examples per code
         if self.drop_last and len(self) == 0:
             raise TextBatchError(
                 f"with drop_last=True an epoch would be empty: {len(self.lengths)} examples do "
@@ -190,11 +193,11 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             else:
                 high = middle - 1
         self._longest_fit = low
-        # Examples per batch by length, for lengths that fit.
-        per_batch = np.floor(self.max_tokens / self._example_cost(np.arange(1, low + 1)))
+        # Examples per batch by sort code (at the code's shortest length), for the jitter.
+        per_batch = np.floor(self.max_tokens / self._example_cost(code_lower_bounds()))
         if self.batch_size is not None:
             per_batch = np.minimum(per_batch, self.batch_size)
-        self._examples_per_batch = np.concatenate([[0], per_batch])
+        self._per_batch_by_code = np.maximum(per_batch, 1)
         over = self.lengths > low
         if over.any() and self.oversized == "error":
             index = int(np.flatnonzero(over)[0])
@@ -234,26 +237,34 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         return self._plan_by_tokens(items, rng)
 
     def _length_order(
-        self, items: np.ndarray | None, rng: np.random.Generator | None
+        self, items: np.ndarray | None, rng: np.random.Generator | None, per_batch: np.ndarray
     ) -> np.ndarray:
-        """Dataset indices of ``items`` (default: all) sorted by length, ties at random."""
+        """Dataset indices of ``items`` (default: all) sorted by length, ties at random, each
+        moved forward by up to ``mix`` batches' worth (``per_batch``: examples per batch by
+        sort code)."""
         if self._codes is None:
             self._codes = length_codes(self.lengths)
+        if rng is None:
+            order = length_order(self._codes if items is None else self._codes[items])
+            return order if items is None else items[order]
+        reach = self.mix * per_batch if self.mix > 0 else None
         if items is not None:
-            return items[length_order(self._codes[items], rng)]
-        if rng is not None and self._ties is None:
+            return items[length_order(self._codes[items], rng, reach)]
+        if self._ties is None:
             # A fixed random order among equal lengths, so that neighbours never follow the
             # dataset's own order; length_order regroups them at random every epoch.
             self._ties = self._rng(0, _TIES).permutation(len(self.lengths))
-        return length_order(self._codes, rng, self._ties if rng is not None else None)
+            self._tied_codes = self._codes[self._ties]
+            self._code_counts = np.bincount(self._codes, minlength=NUM_CODES)
+        return self._ties[length_order(self._tied_codes, rng, reach, self._code_counts)]
 
     def _plan_by_size(self, items: np.ndarray | None, rng: np.random.Generator | None) -> EpochPlan:
         assert self.batch_size is not None
         num_items = len(self.lengths) if items is None else len(items)
         sizes, dropped, repeated = batch_size_plan(
-            num_items, self.batch_size, self.num_replicas, self.drop_last, rng
+            num_items, self.batch_size, self.num_replicas, self.drop_last
         )
-        order = self._length_order(items, rng)
+        order = self._length_order(items, rng, np.full(NUM_CODES, self.batch_size))
         if dropped or repeated:  # chosen at random, not always among the longest examples
             picker = rng if rng is not None else self._rng(0, _PICKS)
             if dropped:
@@ -263,8 +274,6 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
                 extra = picker.choice(order, size=repeated)
                 order = np.concatenate([order, extra])
                 order = order[np.argsort(self.lengths[order], kind="stable")]
-        if rng is not None and self.mix > 0:
-            order = jitter_order(order, self.mix * self.batch_size, rng)
         bounds = np.concatenate([[0], np.cumsum(sizes)])
         return self._finish(order, bounds, rng, dropped, repeated)
 
@@ -272,15 +281,11 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self, items: np.ndarray | None, rng: np.random.Generator | None
     ) -> EpochPlan:
         assert self.max_tokens is not None
-        order = self._length_order(items, rng)
+        order = self._length_order(items, rng, self._per_batch_by_code)
         alone = order[:0]
         if self.lengths.max() > self._longest_fit:  # only with oversized="alone"
             fits = self.lengths[order] <= self._longest_fit
             order, alone = order[fits], order[~fits]  # each of those gets a batch of its own
-        if rng is not None and self.mix > 0:
-            # Move each example by up to `mix` batches' worth of examples of its length.
-            per_batch = self._examples_per_batch[self.lengths[order]]
-            order = jitter_order(order, self.mix * per_batch, rng)
         bounds = token_budget_bounds(
             self.lengths[order],
             self.max_tokens,

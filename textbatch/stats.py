@@ -16,7 +16,8 @@ class PaddingStats:
     """How much of a set of padded batches is padding. Token counts are in tokens.
 
     ``waste`` is padding tokens over all tokens in the padded batches (0 = no padding).
-    ``max_batch_tokens`` is the largest padded batch (examples x padded width).
+    ``max_batch_tokens`` is the largest padded batch (examples x padded width). ``fill`` is the
+    mean padded batch over the token budget, when one was given (else None).
     """
 
     real_tokens: int
@@ -28,6 +29,7 @@ class PaddingStats:
     batch_size_min: int
     batch_size_max: int
     max_batch_tokens: int
+    fill: float | None = None
 
     @property
     def padding_tokens(self) -> int:
@@ -64,9 +66,11 @@ def padding_stats(
     lengths: Sequence[int] | np.ndarray,
     batches: Sequence[Sequence[int]],
     pad_to_multiple_of: int | None = None,
+    max_tokens: int | None = None,
 ) -> PaddingStats:
     """Padding in ``batches`` (lists of indices into ``lengths``) when each batch is padded to its
-    longest example, rounded up to ``pad_to_multiple_of`` tokens."""
+    longest example, rounded up to ``pad_to_multiple_of`` tokens; with ``max_tokens``, also how
+    well the batches fill that budget."""
     lengths = as_lengths(lengths)
     multiple = check_pad_to_multiple_of(pad_to_multiple_of)
     if not batches:
@@ -96,6 +100,7 @@ def padding_stats(
         batch_size_min=int(sizes.min()),
         batch_size_max=int(sizes.max()),
         max_batch_tokens=int(batch_tokens.max()),
+        fill=None if max_tokens is None else float(batch_tokens.mean() / max_tokens),
     )
 
 
