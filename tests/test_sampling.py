@@ -183,6 +183,15 @@ def test_finished_pass_moves_to_the_next_epoch():
     assert list(sampler) == first
 
 
+def test_a_loop_that_takes_exactly_len_batches_still_moves_on():
+    """Trainer takes len(dataloader) batches and never asks for one more."""
+    sampler = BucketBatchSampler(long_tailed(300, seed=5), 16)
+    for epoch in range(3):
+        iterator = iter(sampler)
+        taken = [next(iterator) for _ in range(len(sampler.batches(epoch)))]
+        assert taken == sampler.batches(epoch)
+
+
 def test_longest_first():
     lengths = long_tailed(3000, seed=6)
     sampler = BucketBatchSampler(lengths, 32, longest_first=True)

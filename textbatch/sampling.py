@@ -330,11 +330,14 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         if self._completed:  # a finished pass moves on, for loops that never call set_epoch
             self.set_epoch(self.epoch + 1)
         plan = self.plan()
-        while self._position < len(plan.steps):
+        steps = len(plan.steps)
+        # Completion is marked with the last batch: loops such as Trainer's never ask for more.
+        self._completed = self._position >= steps
+        while self._position < steps:
             batch = plan.batch(self._position, self.rank, self.num_replicas)
             self._position += 1
+            self._completed = self._position == steps
             yield batch.tolist()
-        self._completed = True
 
     def __len__(self) -> int:
         """The number of batches the next ``__iter__`` yields (the rest of a resumed epoch)."""
