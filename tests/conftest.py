@@ -33,3 +33,24 @@ def cache_dir(tmp_path, monkeypatch):
     path = tmp_path / "textbatch-cache"
     monkeypatch.setenv("TEXTBATCH_CACHE", str(path))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, tokenizer):
+    """A tiny BERT encoder (random weights) saved the way Hugging Face models are."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -29,3 +29,49 @@ def gloo_sampler_worker(rank: int, world_size: int, folder: str) -> None:
         torch.save({"size": list(by_size), "tokens": list(by_tokens)}, path / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
+
+
+def ddp_fit_worker(rank: int, world_size: int, folder: str) -> None:
+    """Train the small classifier with fit() in a 2-process gloo group on the CPU."""
+    import json
+
+    from textbatch import PaddingCollator, TextDataset, load_tokenizer
+    from textbatch.loaders import make_loader
+    from textbatch.models import TextClassifier
+    from textbatch.train import fit
+
+    path = Path(folder)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{path / 'rendezvous'}", rank=rank, world_size=world_size
+    )
+    try:
+        tokenizer = load_tokenizer(path / "tokenizer")
+        records = json.loads((path / "data.json").read_text())
+        train = TextDataset.from_records(records[:300], tokenizer)
+        evaluation = TextDataset.from_records(
+            records[300:], tokenizer, label_names=train.label_names
+        )
+        collate = PaddingCollator.from_tokenizer(tokenizer)
+        train_loader = make_loader(train, collate, batch_size=16)
+        eval_loader = make_loader(evaluation, collate, batch_size=32, shuffle=False)
+        torch.manual_seed(0)
+        model = TextClassifier(len(tokenizer), train.num_labels, dim=32)
+        history = fit(
+            model,
+            train_loader,
+            eval_loader,
+            epochs=2,
+            lr=1e-2,
+            out_dir=path / "out",
+            progress=False,
+        )
+        for record in history:
+            record.pop("seconds")
+            record.pop("tokens_per_second")
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save(
+            {"weights": weights, "history": history, "batches": len(train_loader)},
+            path / f"rank{rank}.pt",
+        )
+    finally:
+        dist.destroy_process_group()

@@ -69,6 +69,90 @@ def _fmt(value: float | int) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
 
 
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from textbatch.recipes import run_demo
+
+    results = run_demo(
+        size=args.size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    print()
+    header = ("batches", "accuracy", "macro-F1", "s/epoch", "tokens/s", "padding")
+    print("{:10s} {:>9s} {:>9s} {:>8s} {:>10s} {:>8s}".format(*header))
+    for r in results:
+        print(
+            f"{r['strategy']:10s} {r['accuracy']:9.4f} {r['macro_f1']:9.4f} "
+            f"{r['seconds_per_epoch']:8.1f} {r['tokens_per_second']:10,.0f} {r['padding']:8.1%}"
+        )
+    random, bucket = results
+    speedup = random["seconds_per_epoch"] / bucket["seconds_per_epoch"]
+    print(
+        f"bucketed batches trained {speedup:.1f}x faster per epoch, with "
+        f"{bucket['padding']:.1%} padding instead of {random['padding']:.1%}."
+    )
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from textbatch.recipes import train_classifier
+
+    if args.batch_size is None and args.max_tokens is None:
+        args.batch_size = 32
+    metrics = train_classifier(
+        args.data,
+        args.out,
+        eval_data=args.eval_data,
+        eval_fraction=args.eval_fraction,
+        text=args.text_column,
+        text_pair=args.text_pair_column,
+        label=args.label_column,
+        tokenizer=args.tokenizer,
+        model=args.model,
+        sampler=args.sampler,
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        epochs=args.epochs,
+        lr=args.lr,
+        max_length=args.max_length,
+        dim=args.dim,
+        pooling=args.pooling,
+        grad_accum=args.grad_accum,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        seed=args.seed,
+        num_workers=args.num_workers,
+        device=args.device,
+        drop_invalid=args.drop_invalid,
+        progress=not args.no_progress,
+    )
+    from textbatch.train import is_main_process
+
+    if is_main_process():
+        print(
+            f"final evaluation: accuracy {metrics['accuracy']:.4f}, macro-F1 "
+            f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; wrote {args.out}"
+        )
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from textbatch.recipes import predict_file
+
+    rows = predict_file(
+        args.model,
+        args.data,
+        args.out,
+        text=args.text_column,
+        text_pair=args.text_pair_column,
+        batch_size=args.batch_size,
+        max_tokens=args.max_tokens,
+        device=args.device,
+    )
+    print(f"wrote {rows:,} predictions to {args.out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``textbatch`` command."""
     from textbatch import __version__
@@ -90,6 +174,115 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--batch-size", type=int, default=32, help="examples per batch (default 32)")
     stats.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     stats.set_defaults(run=_cmd_stats)
+
+    demo = commands.add_parser(
+        "demo",
+        help="the whole pipeline on the embedded corpus, random vs bucketed batches",
+        description="Generate the embedded corpus, train a tokenizer, build the datasets and "
+        "train the same small Transformer classifier on random batches and on bucketed batches; "
+        "print accuracy, time per epoch and padding for both (about a minute on 2 CPU cores).",
+    )
+    demo.add_argument("--size", type=int, default=20_000, help="corpus examples (default 20000)")
+    demo.add_argument("--epochs", type=int, default=1, help="epochs per run (default 1)")
+    demo.add_argument("--batch-size", type=int, default=32, help="examples per batch (default 32)")
+    demo.add_argument(
+        "--max-length", type=int, default=128, help="tokens per example (default 128)"
+    )
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(run=_cmd_demo)
+
+    train = commands.add_parser(
+        "train",
+        help="train a text classifier on a data file",
+        description="Train a classifier on labelled text and write the model, tokenizer, label "
+        "names, history.json and metrics.json to --out. Runs on the CPU, a GPU, or several "
+        "processes under torchrun (e.g. torchrun --nproc_per_node 2 -m textbatch train ...).",
+    )
+    train.add_argument(
+        "--data", required=True, help="training data: csv, tsv, json, jsonl, parquet"
+    )
+    held_out = train.add_mutually_exclusive_group()
+    held_out.add_argument("--eval-data", help="evaluation data file (same columns)")
+    held_out.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.1,
+        help="hold out this share of --data for evaluation when no --eval-data (default 0.1)",
+    )
+    train.add_argument("--text-column", default="text", help="column with the text (default text)")
+    train.add_argument("--text-pair-column", help="column with the second text of a pair")
+    train.add_argument(
+        "--label-column", default="label", help="column with the labels (default label)"
+    )
+    train.add_argument(
+        "--tokenizer",
+        help="tokenizer directory or tokenizer.json (default: the model's, or a WordPiece one "
+        "trained on --data)",
+    )
+    train.add_argument(
+        "--model",
+        default="small",
+        help="'small' (mean of embeddings), 'transformer' (a small Transformer encoder) or the "
+        "path of a local Hugging Face encoder to fine-tune (default small)",
+    )
+    train.add_argument(
+        "--sampler",
+        default="bucket",
+        choices=["bucket", "random", "sorted"],
+        help="how examples are batched (default bucket)",
+    )
+    size = train.add_mutually_exclusive_group()
+    size.add_argument("--batch-size", type=int, help="examples per batch (default 32)")
+    size.add_argument("--max-tokens", type=int, help="token budget per batch, padding included")
+    train.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
+    train.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate (default 5e-2 small, 3e-3 transformer, 5e-5 pretrained)",
+    )
+    train.add_argument("--max-length", type=int, help="truncate examples to this many tokens")
+    train.add_argument(
+        "--dim", type=int, default=128, help="width of the small models (default 128)"
+    )
+    train.add_argument(
+        "--pooling", default="cls", choices=["cls", "mean"], help="pretrained model pooling"
+    )
+    train.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
+    train.add_argument(
+        "--checkpoint-every", type=int, help="also checkpoint every N optimizer steps"
+    )
+    train.add_argument("--out", required=True, help="output directory")
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in --out"
+    )
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    train.add_argument(
+        "--drop-invalid",
+        action="store_true",
+        help="drop rows with missing or empty text or label instead of stopping",
+    )
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(run=_cmd_train)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict labels for a data file with a trained model",
+        description="Write one prediction per row of --data (row, label, probability), in input "
+        "order, to --out (.csv or .jsonl).",
+    )
+    predict.add_argument("--model", required=True, help="the directory `textbatch train` wrote")
+    predict.add_argument("--data", required=True, help="csv, tsv, json, jsonl, parquet or txt")
+    predict.add_argument("--out", required=True, help="predictions file (.csv or .jsonl)")
+    predict.add_argument("--text-column", default="text", help="column with the text")
+    predict.add_argument("--text-pair-column", help="column with the second text of a pair")
+    predict_size = predict.add_mutually_exclusive_group()
+    predict_size.add_argument("--batch-size", type=int, default=64, help="examples per batch")
+    predict_size.add_argument("--max-tokens", type=int, help="token budget per batch")
+    predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    predict.set_defaults(run=_cmd_predict)
     return parser
 
 

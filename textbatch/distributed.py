@@ -24,3 +24,11 @@ def resolve_rank(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < num_replicas:
         raise TextBatchError(f"rank={rank!r} must be an int in [0, num_replicas={num_replicas}).")
     return rank, num_replicas
+
+
+def barrier() -> None:
+    """Wait for every rank (a no-op when not distributed)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

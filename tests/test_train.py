@@ -1,0 +1,234 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from textbatch import PaddingCollator, TextBatchError, TextDataset
+from textbatch.loaders import make_loader
+from textbatch.models import BackboneClassifier, TextClassifier
+from textbatch.train import TrainingDiverged, evaluate, fit
+
+TIMING = ("seconds", "tokens_per_second")
+
+
+@pytest.fixture(scope="module")
+def data(tokenizer, corpus_records):
+    train = TextDataset.from_records(corpus_records[:500], tokenizer)
+    evaluation = TextDataset.from_records(
+        corpus_records[500:], tokenizer, label_names=train.label_names
+    )
+    return train, evaluation, PaddingCollator.from_tokenizer(tokenizer)
+
+
+def loaders(data, **options):
+    train, evaluation, collate = data
+    options.setdefault("batch_size", 32)
+    return (
+        make_loader(train, collate, **options),
+        make_loader(evaluation, collate, batch_size=64, shuffle=False),
+    )
+
+
+def small_model(tokenizer, seed=0, encoder="mean"):
+    torch.manual_seed(seed)
+    return TextClassifier(len(tokenizer), 8, dim=32, encoder=encoder, num_layers=1)
+
+
+def without_timing(history):
+    return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
+
+
+def test_loss_goes_down_on_a_learnable_task(tokenizer, data):
+    history = fit(small_model(tokenizer), *loaders(data), epochs=4, lr=5e-2, progress=False)
+    assert len(history) == 4
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.1
+    assert history[-1]["eval_accuracy"] > 0.4  # chance is 1/8
+    assert 0 <= history[-1]["padding"] < 0.3
+    for key in ("eval_macro_f1", "eval_loss", "tokens_per_second", "seconds"):
+        assert key in history[-1]
+
+
+def test_same_seed_same_result_on_cpu(tokenizer, data):
+    runs = []
+    for _ in range(2):
+        model = small_model(tokenizer, encoder="transformer")
+        history = fit(model, *loaders(data), epochs=2, lr=3e-3, seed=5, progress=False)
+        runs.append((without_timing(history), model.state_dict()))
+    assert runs[0][0] == runs[1][0]
+    for key, value in runs[0][1].items():
+        assert torch.equal(value, runs[1][1][key]), key
+
+
+@pytest.mark.parametrize("stop", [3, 16, 23])  # mid-epoch 1, the end of epoch 1, mid-epoch 2
+def test_resume_equals_an_uninterrupted_run(tokenizer, data, tmp_path, stop):
+    options = {"epochs": 2, "lr": 3e-3, "seed": 1, "progress": False}
+    reference = small_model(tokenizer, encoder="transformer")
+    expected = fit(reference, *loaders(data), out_dir=tmp_path / "whole", **options)
+
+    interrupted = small_model(tokenizer, encoder="transformer")
+    fit(interrupted, *loaders(data), out_dir=tmp_path / "cut", stop_after_steps=stop, **options)
+    resumed = small_model(tokenizer, seed=99, encoder="transformer")  # weights come from disk
+    history = fit(resumed, *loaders(data), out_dir=tmp_path / "cut", resume=True, **options)
+
+    assert without_timing(history) == without_timing(expected)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    saved = json.loads((tmp_path / "cut" / "history.json").read_text())
+    assert without_timing(saved) == without_timing(expected)
+
+
+def test_checkpoints_are_written_and_pruned(tokenizer, data, tmp_path):
+    fit(
+        small_model(tokenizer),
+        *loaders(data),
+        epochs=3,
+        checkpoint_every=5,
+        out_dir=tmp_path,
+        progress=False,
+    )
+    folder = tmp_path / "checkpoints"
+    kept = sorted(p.name for p in folder.glob("step-*"))
+    assert len(kept) == 2
+    assert (folder / "latest").read_text().strip() == kept[-1] == "step-00000048"
+    assert not list(folder.glob(".step-*"))  # no half-written leftovers
+    contents = {p.name for p in (folder / kept[-1]).iterdir()}
+    assert {
+        "model.safetensors",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng.pt",
+        "trainer_state.json",
+    } <= contents
+    state = json.loads((folder / kept[-1] / "trainer_state.json").read_text())
+    assert state["epoch"] == 3 and state["sampler"]["options"]["batch_size"] == 32
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tokenizer, data, tmp_path):
+    fit(
+        small_model(tokenizer),
+        *loaders(data),
+        epochs=1,
+        grad_accum=3,
+        out_dir=tmp_path,
+        progress=False,
+    )
+    batches = len(loaders(data)[0])
+    assert (
+        tmp_path / "checkpoints" / "latest"
+    ).read_text().strip() == f"step-{-(-batches // 3):08d}"
+
+
+def test_evaluate_metrics_by_hand():
+    class Fixed(torch.nn.Module):
+        num_labels = 3
+
+        def forward(self, predictions, labels, **unused):
+            from transformers.modeling_outputs import SequenceClassifierOutput
+
+            logits = torch.nn.functional.one_hot(predictions, 3).float() * 10
+            loss = torch.nn.functional.cross_entropy(logits, labels)
+            return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    batches = [
+        {"predictions": torch.tensor([0, 0, 1, 2]), "labels": torch.tensor([0, 1, 1, 2])},
+        {"predictions": torch.tensor([2, 2]), "labels": torch.tensor([2, 0])},
+    ]
+    metrics = evaluate(Fixed(), batches, device="cpu")
+    assert metrics["accuracy"] == pytest.approx(4 / 6)
+    # F1: class 0: tp 1, support 2, predicted 2 -> 0.5; class 1: tp 1, 2, 1 -> 2/3;
+    # class 2: tp 2, support 2, predicted 3 -> 0.8
+    assert metrics["macro_f1"] == pytest.approx((0.5 + 2 / 3 + 0.8) / 3)
+    assert metrics["examples"] == 6
+
+
+def test_nan_loss_stops_training(tokenizer, data):
+    model = small_model(tokenizer)
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    with pytest.raises(
+        TrainingDiverged, match=r"the loss became nan at epoch 1.*Lower the learning"
+    ):
+        fit(model, *loaders(data), epochs=1, progress=False)
+
+
+def test_damaged_checkpoint_and_changed_options(tokenizer, data, tmp_path):
+    fit(small_model(tokenizer), *loaders(data), epochs=1, out_dir=tmp_path, progress=False)
+    with pytest.raises(TextBatchError, match=r"cannot resume.*epochs=1 in the checkpoint, 2 now"):
+        fit(
+            small_model(tokenizer),
+            *loaders(data),
+            epochs=2,
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+    latest = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "latest").read_text().strip()
+    (latest / "optimizer.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(TextBatchError, match="is damaged or incomplete"):
+        fit(
+            small_model(tokenizer),
+            *loaders(data),
+            epochs=1,
+            out_dir=tmp_path,
+            resume=True,
+            progress=False,
+        )
+
+
+def test_bad_fit_arguments(tokenizer, data):
+    with pytest.raises(TextBatchError, match="epochs=0"):
+        fit(small_model(tokenizer), *loaders(data), epochs=0)
+    with pytest.raises(TextBatchError, match="resume=True needs out_dir"):
+        fit(small_model(tokenizer), *loaders(data), resume=True)
+    if not torch.cuda.is_available():
+        with pytest.raises(TextBatchError, match="CUDA is not available"):
+            fit(small_model(tokenizer), *loaders(data), device="cuda")
+
+
+def test_random_and_sorted_samplers(tokenizer, data):
+    for sampler in ("random", "sorted"):
+        train_loader, eval_loader = loaders(data, sampler=sampler)
+        history = fit(small_model(tokenizer), train_loader, eval_loader, epochs=1, progress=False)
+        assert history[0]["real_tokens"] == int(data[0].lengths.sum())
+    with pytest.raises(TextBatchError, match="token budget"):
+        loaders(data, sampler="random", max_tokens=1000)
+
+
+def test_tiny_bert_backbone_fine_tunes(tokenizer, data, tiny_bert_dir):
+    torch.manual_seed(0)
+    model = BackboneClassifier.from_pretrained(tiny_bert_dir, num_labels=8, pooling="mean")
+    history = fit(model, *loaders(data), epochs=3, lr=3e-3, progress=False)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["eval_accuracy"] > 0.5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_with_mixed_precision(tokenizer, data):
+    model = small_model(tokenizer, encoder="transformer")
+    train_loader, eval_loader = loaders(data, device=torch.device("cuda"))
+    assert train_loader.pin_memory
+    history = fit(
+        model, train_loader, eval_loader, epochs=2, lr=3e-3, device="cuda", progress=False
+    )
+    assert next(model.parameters()).is_cuda
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+@pytest.mark.timeout(300)
+def test_two_process_ddp_training(tmp_path, corpus_records, tokenizer):
+    import torch.multiprocessing as mp
+    from sampling_workers import ddp_fit_worker
+
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    (tmp_path / "data.json").write_text(json.dumps(corpus_records[:400]))
+    mp.spawn(ddp_fit_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    # DDP keeps the replicas identical, and each rank saw half of every epoch
+    for key, value in results[0]["weights"].items():
+        assert torch.equal(value, results[1]["weights"][key]), key
+    assert results[0]["batches"] == results[1]["batches"]
+    assert results[0]["history"] == results[1]["history"]  # metrics are reduced over ranks
+    assert json.loads((tmp_path / "out" / "history.json").read_text())  # written by rank 0
+    assert results[0]["history"][-1]["real_tokens"] > 0

