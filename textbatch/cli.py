@@ -101,7 +101,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     if args.batch_size is None and args.max_tokens is None:
         args.batch_size = 32
-    metrics = train_classifier(
+    train_classifier(
         args.data,
         args.out,
         eval_data=args.eval_data,
@@ -128,13 +128,6 @@ def _cmd_train(args: argparse.Namespace) -> None:
         drop_invalid=args.drop_invalid,
         progress=not args.no_progress,
     )
-    from textbatch.train import is_main_process
-
-    if is_main_process():
-        print(
-            f"final evaluation: accuracy {metrics['accuracy']:.4f}, macro-F1 "
-            f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; wrote {args.out}"
-        )
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:

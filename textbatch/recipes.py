@@ -203,6 +203,10 @@ def train_classifier(
         tok.save_pretrained(out / "tokenizer")
         write_json(out / "labels.json", names)
         write_json(out / "metrics.json", metrics)
+        print(
+            f"final evaluation: accuracy {metrics['accuracy']:.4f}, macro-F1 "
+            f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; wrote {out}"
+        )
     if distributed:
         barrier()
         torch.distributed.destroy_process_group()

@@ -293,9 +293,10 @@ def fit(
                 raise TextBatchError("training batches need labels; give the data a label column.")
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {state['step']}; "
-                    f"training stopped. Lower the learning rate (lr={lr}), keep gradient "
-                    "clipping on (max_grad_norm), or check the data for empty examples."
+                    f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step "
+                    f"{state['step']}; training stopped. Lower the learning rate (lr={lr}), "
+                    "keep gradient clipping on (max_grad_norm), or check the data for empty "
+                    "examples."
                 )
             with _no_sync(model, sync):
                 scaler.scale(loss / grad_accum).backward()
