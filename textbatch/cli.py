@@ -121,6 +121,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
         pooling=args.pooling,
         grad_accum=args.grad_accum,
         checkpoint_every=args.checkpoint_every,
+        packing=args.packing,
+        packing_capacity=args.packing_capacity,
         resume=args.resume,
         seed=args.seed,
         num_workers=args.num_workers,
@@ -244,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
     train.add_argument(
         "--checkpoint-every", type=int, help="also checkpoint every N optimizer steps"
+    )
+    train.add_argument(
+        "--packing",
+        action="store_true",
+        help="train on packed rows (no padding); --max-tokens per batch (default 8 rows)",
+    )
+    train.add_argument(
+        "--packing-capacity",
+        type=int,
+        help="tokens per packed row (default: --max-length, or the tokenizer's)",
     )
     train.add_argument("--out", required=True, help="output directory")
     train.add_argument(

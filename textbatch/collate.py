@@ -222,3 +222,166 @@ class PaddingCollator:
             f"{self.padding_side!r}, pad_to_multiple_of={self.pad_to_multiple_of}, "
             f"max_length={self.max_length})"
         )
+
+
+OVERLONG = ("error", "truncate", "split")
+
+
+class PackingCollator:
+    """Pack tokenised examples end to end into rows of ``capacity`` tokens: no padding but the
+    tail of the last rows. ``capacity=None`` packs everything into one flat row.
+
+    Rows are filled by best-fit decreasing (``textbatch.packing.pack_rows``), the same rule
+    ``BucketBatchSampler(..., packing_capacity=capacity)`` plans with. Returns, for R rows of
+    width W and N sequences (in the order of the features):
+
+    - ``input_ids``, ``token_type_ids`` (when given, restarting per sequence): int64 (R, W)
+    - ``position_ids``: int64 (R, W), restarting at ``position_offset`` for each sequence
+    - ``sequence_ids``: int64 (R, W), which sequence each token belongs to (-1: row padding)
+    - ``attention_mask``: bool (R, 1, W, W), block-diagonal: True where a token may attend
+      (a Hugging Face encoder takes it as is); left out with ``mask=False``
+    - ``cu_seqlens``: int32 (N + 1), ``max_seqlen``: the sequences' boundaries in packed order
+      over the real tokens (``input_ids[sequence_ids >= 0]``), as variable-length attention
+      kernels take them; ``packed_order``: int64 (N), which sequence comes at each place
+    - ``labels``: int64 (N), one per sequence; ``example_ids``: int64 (N), the feature each
+      sequence came from (they differ only with ``overlong="split"``)
+
+    ``overlong`` decides what happens to an example longer than ``capacity``: ``"error"``
+    (default), ``"truncate"`` (keep the first ``capacity`` tokens), or ``"split"`` (cut it into
+    sequences of at most ``capacity`` tokens, each with the example's label).
+    """
+
+    def __init__(
+        self,
+        pad_token_id: int = 0,
+        *,
+        capacity: int | None = None,
+        position_offset: int = 0,
+        overlong: str = "error",
+        pad_token_type_id: int = 0,
+        mask: bool = True,
+    ) -> None:
+        if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int | np.integer):
+            raise TextBatchError(f"pad_token_id={pad_token_id!r} must be an int.")
+        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
+            raise TextBatchError(
+                f"capacity={capacity!r} must be a positive number of tokens per row, or None "
+                "for one flat row."
+            )
+        if overlong not in OVERLONG:
+            raise TextBatchError(f"overlong={overlong!r} must be one of {', '.join(OVERLONG)}.")
+        self.pad_token_id = int(pad_token_id)
+        self.capacity = capacity
+        self.position_offset = int(position_offset)
+        self.overlong = overlong
+        self.pad_token_type_id = int(pad_token_type_id)
+        self.mask = mask
+        self.pad_to_multiple_of = None  # for make_loader: rows are already a fixed width
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, **options: Any) -> PackingCollator:
+        """A packing collator with the tokenizer's pad token (and pad token type)."""
+        options.setdefault("pad_token_type_id", getattr(tokenizer, "pad_token_type_id", 0))
+        return cls(tokenizer_pad_token_id(tokenizer), **options)
+
+    def _sequences(
+        self, features: Features
+    ) -> tuple[list[tuple[int, int, int | None]], np.ndarray, np.ndarray]:
+        """The sequences to pack as (example, start, stop) token slices (split or truncated as
+        asked; stop None: the whole example), their lengths, and the example of each."""
+        lengths = sequence_lengths([f["input_ids"] for f in features])
+        if self.capacity is None or lengths.max() <= self.capacity:
+            pieces = [(i, 0, None) for i in range(len(features))]
+            return pieces, lengths, np.arange(len(features))
+        if self.overlong == "error":
+            row = int(np.argmax(lengths))
+            raise TextBatchError(
+                f"example {row} has {lengths[row]} tokens, more than the row capacity "
+                f"{self.capacity}; raise capacity, truncate the data (max_length), or pass "
+                "overlong='truncate' or overlong='split'."
+            )
+        pieces: list[tuple[int, int, int | None]] = []
+        for i, n in enumerate(lengths.tolist()):
+            starts = range(0, n, self.capacity) if self.overlong == "split" else [0]
+            pieces.extend((i, start, min(start + self.capacity, n)) for start in starts)
+        piece_lengths = np.asarray([stop - start for _, start, stop in pieces], dtype=np.int64)
+        return pieces, piece_lengths, np.asarray([i for i, _, _ in pieces], dtype=np.int64)
+
+    def __call__(self, features: Features) -> dict[str, torch.Tensor]:
+        from textbatch.packing import pack_rows
+
+        if not features:
+            raise TextBatchError("cannot pack an empty batch; give at least one example.")
+        first = features[0]
+        if not isinstance(first, Mapping) or "input_ids" not in first:
+            raise TextBatchError(
+                f"features must be dicts with an 'input_ids' key, got {first!r:.200}."
+            )
+        pieces, lengths, examples = self._sequences(features)
+        if self.capacity is None:
+            rows = [list(range(len(lengths)))]
+            width = int(lengths.sum())
+        else:
+            rows = pack_rows(lengths, self.capacity)
+            width = self.capacity
+        order = np.fromiter((s for row in rows for s in row), dtype=np.int64, count=len(lengths))
+        row_of = np.repeat(
+            np.arange(len(rows)), np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        )
+        packed_lengths = lengths[order]
+        # Where each sequence starts in its row: a running sum that restarts with every row.
+        ends = np.cumsum(packed_lengths)
+        row_starts = np.concatenate([[0], ends[:-1]])
+        first_in_row = np.flatnonzero(np.concatenate([[True], row_of[1:] != row_of[:-1]]))
+        row_base = np.repeat(row_starts[first_in_row], np.diff(np.append(first_in_row, len(order))))
+        column = row_starts - row_base  # (N,) start column of each sequence
+        token_row = np.repeat(row_of, packed_lengths)  # (total,)
+        within = np.arange(int(ends[-1])) - np.repeat(row_starts, packed_lengths)
+        token_column = np.repeat(column, packed_lengths) + within
+
+        def layout(key: str, fill: int) -> torch.Tensor:
+            values = []
+            for example, start, stop in (pieces[s] for s in order.tolist()):
+                value = features[example][key]
+                values.append(value if stop is None else value[start:stop])
+            out = np.full((len(rows), width), fill, dtype=np.int64)
+            out[token_row, token_column] = concatenate(values, int(ends[-1]))
+            return torch.from_numpy(out)
+
+        sequence_ids = np.full((len(rows), width), -1, dtype=np.int64)
+        sequence_ids[token_row, token_column] = np.repeat(order, packed_lengths)
+        positions = np.zeros((len(rows), width), dtype=np.int64)
+        positions[token_row, token_column] = within + self.position_offset
+        batch = {
+            "input_ids": layout("input_ids", self.pad_token_id),
+            "position_ids": torch.from_numpy(positions),
+            "sequence_ids": torch.from_numpy(sequence_ids),
+        }
+        if "token_type_ids" in first:
+            batch["token_type_ids"] = layout("token_type_ids", self.pad_token_type_id)
+        if self.mask:
+            batch["attention_mask"] = block_diagonal_mask(batch["sequence_ids"])
+        batch["cu_seqlens"] = torch.from_numpy(np.concatenate([[0], ends]).astype(np.int32))
+        batch["max_seqlen"] = torch.tensor(int(lengths.max()))
+        batch["packed_order"] = torch.from_numpy(order)
+        batch["example_ids"] = torch.from_numpy(examples.astype(np.int64))
+        label_key = next((k for k in LABEL_KEYS if k in first), None)
+        if label_key is not None:
+            labels = stack_labels([f[label_key] for f in features], label_key)
+            batch["labels"] = labels[torch.from_numpy(examples.astype(np.int64))]
+        return batch
+
+    def __repr__(self) -> str:
+        return (
+            f"PackingCollator(pad_token_id={self.pad_token_id}, capacity={self.capacity}, "
+            f"position_offset={self.position_offset}, overlong={self.overlong!r})"
+        )
+
+
+def block_diagonal_mask(sequence_ids: torch.Tensor) -> torch.Tensor:
+    """(R, 1, W, W) bool: a token may attend to the tokens of its own sequence; row padding
+    (sequence id -1) attends only to itself, so that no softmax row is empty."""
+    same = sequence_ids[:, :, None] == sequence_ids[:, None, :]  # (R, W, W)
+    real = (sequence_ids >= 0)[:, :, None]
+    own = torch.eye(sequence_ids.shape[1], dtype=torch.bool, device=sequence_ids.device)
+    return ((same & real) | own).unsqueeze(1)

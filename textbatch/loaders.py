@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
-from textbatch.collate import PaddingCollator
+from textbatch.collate import PackingCollator, PaddingCollator
 from textbatch.distributed import resolve_rank
 from textbatch.errors import TextBatchError
 from textbatch.sampling import BucketBatchSampler
@@ -17,7 +17,7 @@ SAMPLERS = ("bucket", "random", "sorted")
 
 def make_loader(
     dataset: Any,
-    collate: PaddingCollator,
+    collate: PaddingCollator | PackingCollator,
     *,
     sampler: str = "bucket",
     batch_size: int | None = 32,
@@ -27,6 +27,7 @@ def make_loader(
     num_workers: int = 0,
     device: torch.device | None = None,
     drop_last: bool = False,
+    packing_capacity: int | None = None,
 ) -> DataLoader:
     """A ``DataLoader`` over ``dataset`` with one of the strategies in ``SAMPLERS``:
 
@@ -36,10 +37,23 @@ def make_loader(
       ``DataLoader(shuffle=True)`` gives; ``DistributedSampler`` across ranks).
     - ``"sorted"``: a full sort by length, the same every epoch.
 
+    With ``packing_capacity`` (bucket sampler only) the sampler plans packed rows of that many
+    tokens, ``max_tokens`` per batch, for a ``PackingCollator`` of the same capacity.
     Memory is pinned when ``device`` is a GPU, for non-blocking copies.
     """
     if sampler not in SAMPLERS:
         raise TextBatchError(f"sampler={sampler!r} must be one of {', '.join(SAMPLERS)}.")
+    if packing_capacity is not None:
+        if sampler != "bucket":
+            raise TextBatchError(
+                "packing is planned by the 'bucket' sampler; use sampler='bucket'."
+            )
+        if getattr(collate, "capacity", None) != packing_capacity:
+            raise TextBatchError(
+                f"pack with PackingCollator(capacity={packing_capacity}) to lay the planned rows "
+                f"out, not {collate!r}."
+            )
+        batch_size = None
     pin = device is not None and device.type == "cuda"
     options = {"collate_fn": collate, "num_workers": num_workers, "pin_memory": pin}
     if num_workers:
@@ -65,5 +79,9 @@ def make_loader(
         seed=seed,
         drop_last=drop_last,
         pad_to_multiple_of=collate.pad_to_multiple_of,
+        packing_capacity=packing_capacity,
+        oversized="truncate"
+        if packing_capacity is not None and getattr(collate, "overlong", None) == "truncate"
+        else "error",
     )
     return DataLoader(dataset, batch_sampler=batches, **options)

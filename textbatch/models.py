@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from textbatch.collate import block_diagonal_mask
 from textbatch.errors import TextBatchError
 from textbatch.io import atomic_write, write_json
 
@@ -34,6 +35,27 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Position of each token counted over real tokens only, so left padding changes nothing."""
     return (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
+
+
+def segment_mean(hidden: torch.Tensor, sequence_ids: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` (R, W, D) over each sequence of a packed batch -> (N, D), where
+    ``sequence_ids`` (R, W) says which sequence each position holds (-1: none)."""
+    real = sequence_ids >= 0
+    ids = sequence_ids[real]  # (tokens,)
+    count = int(ids.max()) + 1
+    sums = hidden.new_zeros(count, hidden.shape[-1]).index_add_(0, ids, hidden[real])
+    sizes = torch.bincount(ids, minlength=count).clamp(min=1).to(hidden.dtype)
+    return sums / sizes.unsqueeze(1)  # (N, D)
+
+
+def segment_first(hidden: torch.Tensor, sequence_ids: torch.Tensor) -> torch.Tensor:
+    """The first token of each sequence of a packed batch -> (N, D)."""
+    real = sequence_ids >= 0
+    previous = torch.nn.functional.pad(sequence_ids[:, :-1], (1, 0), value=-1)
+    starts = real & (sequence_ids != previous)  # (R, W)
+    pooled = hidden.new_zeros(int(sequence_ids.max()) + 1, hidden.shape[-1])
+    pooled[sequence_ids[starts]] = hidden[starts]
+    return pooled
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
@@ -174,22 +196,57 @@ class TextClassifier(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        sequence_ids: torch.Tensor | None = None,
         **unused: Any,
     ) -> SequenceClassifierOutput:
+        """Logits for a padded batch (``attention_mask`` (B, T)), or for a packed one from
+        ``PackingCollator`` (``sequence_ids``, ``position_ids``): one row of logits per
+        sequence either way."""
+        if sequence_ids is not None:
+            return self._forward_packed(input_ids, position_ids, sequence_ids, labels)
         if attention_mask is None:
             attention_mask = (input_ids != self.config["pad_token_id"]).long()
         hidden = self.embed(input_ids)  # (B, T, D)
         if self.encoder is not None:
-            if input_ids.shape[1] > self.config["max_length"]:
-                raise TextBatchError(
-                    f"a batch of {input_ids.shape[1]} tokens is longer than the model's "
-                    f"max_length={self.config['max_length']}; truncate the data to it."
-                )
-            hidden = hidden + self.position(positions_from_mask(attention_mask))
-            hidden = self.encoder(hidden, src_key_padding_mask=attention_mask == 0)
+            positions = positions_from_mask(attention_mask)
+            hidden = self.encoder(
+                hidden + self.position(self._check_positions(positions)),
+                src_key_padding_mask=attention_mask == 0,
+            )
         pooled = masked_mean(hidden, attention_mask)  # (B, D)
         logits = self.head(self.dropout(pooled))  # (B, num_labels)
         return SequenceClassifierOutput(loss=classification_loss(logits, labels), logits=logits)
+
+    def _forward_packed(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor | None,
+        sequence_ids: torch.Tensor,
+        labels: torch.Tensor | None,
+    ) -> SequenceClassifierOutput:
+        hidden = self.embed(input_ids)  # (R, W, D)
+        if self.encoder is not None:
+            if position_ids is None:
+                raise TextBatchError("a packed batch needs position_ids; use PackingCollator.")
+            # Block-diagonal attention: True marks what a token may NOT attend to.
+            blocked = ~block_diagonal_mask(sequence_ids).squeeze(1)  # (R, W, W)
+            heads = self.config["num_heads"]
+            hidden = self.encoder(
+                hidden + self.position(self._check_positions(position_ids)),
+                mask=blocked.repeat_interleave(heads, dim=0),  # (R * heads, W, W)
+            )
+        pooled = segment_mean(hidden, sequence_ids)  # (N, D)
+        logits = self.head(self.dropout(pooled))  # (N, num_labels)
+        return SequenceClassifierOutput(loss=classification_loss(logits, labels), logits=logits)
+
+    def _check_positions(self, positions: torch.Tensor) -> torch.Tensor:
+        if positions.numel() and int(positions.max()) >= self.config["max_length"]:
+            raise TextBatchError(
+                f"a sequence of {int(positions.max()) + 1} tokens is longer than the model's "
+                f"max_length={self.config['max_length']}; truncate the data to it."
+            )
+        return positions
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``model.safetensors`` and ``textbatch_model.json`` into ``directory``."""
@@ -245,6 +302,9 @@ class BackboneClassifier(nn.Module):
         self.head = nn.Linear(hidden, num_labels)
         self._takes_positions = "position_ids" in _forward_arguments(backbone)
         self._takes_types = "token_type_ids" in _forward_arguments(backbone)
+        # RoBERTa-style embeddings count positions from padding_idx + 1.
+        padding_idx = getattr(getattr(backbone, "embeddings", None), "padding_idx", None)
+        self.position_offset = 0 if padding_idx is None else int(padding_idx) + 1
 
     @property
     def num_labels(self) -> int:
@@ -284,17 +344,41 @@ class BackboneClassifier(nn.Module):
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        sequence_ids: torch.Tensor | None = None,
         **unused: Any,
     ) -> SequenceClassifierOutput:
-        if attention_mask is None:
+        """Logits for a padded batch, or for a packed one from ``PackingCollator`` (its
+        block-diagonal ``attention_mask``, ``position_ids`` and ``sequence_ids``)."""
+        packed = sequence_ids is not None
+        if packed:
+            if attention_mask is None or attention_mask.ndim != 4 or position_ids is None:
+                raise TextBatchError(
+                    "a packed batch needs the block-diagonal attention_mask and position_ids "
+                    "of PackingCollator (mask=True)."
+                )
+            if int(position_ids[sequence_ids >= 0].min()) < self.position_offset:
+                raise TextBatchError(
+                    f"this model counts positions from {self.position_offset}; pack with "
+                    f"PackingCollator(position_offset={self.position_offset})."
+                )
+        elif attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self._takes_positions:
-            inputs["position_ids"] = positions_from_mask(attention_mask)
+            inputs["position_ids"] = (
+                position_ids
+                if packed
+                else positions_from_mask(attention_mask) + self.position_offset
+            )
         if self._takes_types and token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
         hidden = self.backbone(**inputs).last_hidden_state  # (B, T, H)
-        if self.config["pooling"] == "cls":
+        if packed and self.config["pooling"] == "cls":
+            pooled = segment_first(hidden, sequence_ids)  # (N, H)
+        elif packed:
+            pooled = segment_mean(hidden, sequence_ids)  # (N, H)
+        elif self.config["pooling"] == "cls":
             first = attention_mask.long().argmax(dim=1)  # the first real token of each row
             pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
         else:

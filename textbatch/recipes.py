@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from textbatch.collate import PaddingCollator
+from textbatch.collate import PackingCollator, PaddingCollator
 from textbatch.data import TextDataset, load_file, resolve_max_length
 from textbatch.distributed import barrier
 from textbatch.errors import TextBatchError
@@ -80,6 +80,8 @@ def train_classifier(
     pooling: str = "cls",
     grad_accum: int = 1,
     checkpoint_every: int | None = None,
+    packing: bool = False,
+    packing_capacity: int | None = None,
     resume: bool = False,
     seed: int = 0,
     num_workers: int = 0,
@@ -92,7 +94,9 @@ def train_classifier(
     ``history.json`` and ``metrics.json`` (the final evaluation) under ``out``.
 
     ``model`` is ``"small"`` (mean of embeddings), ``"transformer"`` (a small Transformer
-    encoder) or the path of a local Hugging Face encoder to fine-tune. Works under ``torchrun``.
+    encoder) or the path of a local Hugging Face encoder to fine-tune. With ``packing``,
+    batches are packed rows of ``packing_capacity`` tokens (default: the truncation length),
+    ``max_tokens`` per batch (default 8 rows). Works under ``torchrun``.
     """
     out = Path(out)
     torch_device = resolve_device(device)
@@ -162,7 +166,15 @@ def train_classifier(
             pad_token_id=tok.pad_token_id,
             label_names=names,
         )
-    collate = PaddingCollator.from_tokenizer(tok)
+    capacity = None
+    if packing:
+        capacity = packing_capacity or resolve_max_length(tok, max_length)
+        max_tokens = max_tokens or 8 * capacity
+        collate: Any = PackingCollator.from_tokenizer(
+            tok, capacity=capacity, position_offset=getattr(classifier, "position_offset", 0)
+        )
+    else:
+        collate = PaddingCollator.from_tokenizer(tok)
     train_loader = make_loader(
         train,
         collate,
@@ -172,6 +184,7 @@ def train_classifier(
         seed=seed,
         num_workers=num_workers,
         device=torch_device,
+        packing_capacity=capacity,
     )
     eval_loader = make_loader(
         evaluation,
@@ -181,6 +194,7 @@ def train_classifier(
         max_tokens=max_tokens,
         shuffle=False,
         device=torch_device,
+        packing_capacity=capacity,
     )
     history = fit(
         classifier,

@@ -34,6 +34,7 @@ from textbatch.batching import (
 from textbatch.collate import check_pad_to_multiple_of
 from textbatch.distributed import resolve_rank
 from textbatch.errors import TextBatchError
+from textbatch.packing import plan_packed_batches
 from textbatch.stats import as_lengths
 
 # Independent random streams of one (seed, epoch).
@@ -95,6 +96,11 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             ``balanced_weights``).
         longest_first: put the step with the largest padded batch first, so that running out of
             memory shows at the first step rather than hours in.
+        packing_capacity: plan packed rows of this many tokens instead of padded batches: each
+            epoch, shuffled windows of about ``packing_window`` rows' worth of examples are
+            packed by best-fit decreasing, and batches are whole rows, at most ``max_tokens``
+            tokens (``max_tokens // packing_capacity`` rows). ``PackingCollator(capacity=...)``
+            with the same capacity lays every batch out as planned, never in more rows.
     """
 
     STATE_VERSION = 1
@@ -117,6 +123,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         weights: Sequence[float] | np.ndarray | None = None,
         num_samples: int | None = None,
         longest_first: bool = False,
+        packing_capacity: int | None = None,
+        packing_window: int = 128,
     ) -> None:
         self.lengths = as_lengths(lengths)
         if self.lengths.size == 0:
@@ -136,10 +144,15 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.mix = float(mix)
         self.pad_to_multiple_of = check_pad_to_multiple_of(pad_to_multiple_of)
         self.quadratic_length = _positive_int("quadratic_length", quadratic_length)
-        if oversized not in ("error", "alone"):
-            raise TextBatchError(f"oversized={oversized!r} must be 'error' or 'alone'.")
+        if oversized not in ("error", "alone", "truncate"):
+            raise TextBatchError(
+                f"oversized={oversized!r} must be 'error', 'alone' or (with packing) 'truncate'."
+            )
         self.oversized = oversized
         self.longest_first = bool(longest_first)
+        self.packing_capacity = _positive_int("packing_capacity", packing_capacity)
+        self.packing_window = _positive_int("packing_window", packing_window, allow_none=False)
+        self._check_packing(oversized)
         self.weights = self._check_weights(weights)
         self.num_samples = _positive_int("num_samples", num_samples)
         if self.num_samples is not None and self.weights is None:
@@ -181,8 +194,38 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
     def _example_cost(self, lengths: np.ndarray) -> np.ndarray:
         return batch_cost(lengths, self.pad_to_multiple_of, self.quadratic_length)
 
+    def _check_packing(self, oversized: str) -> None:
+        capacity = self.packing_capacity
+        if capacity is None:
+            if oversized == "truncate":
+                raise TextBatchError("oversized='truncate' applies to packing_capacity only.")
+            return
+        if self.max_tokens is None or self.max_tokens < capacity:
+            raise TextBatchError(
+                f"packing_capacity={capacity} needs max_tokens, a whole number of rows per batch "
+                f"(at least {capacity}), e.g. max_tokens={8 * capacity}."
+            )
+        if self.batch_size is not None:
+            raise TextBatchError(
+                "batch_size does not apply with packing_capacity: max_tokens sets the batch."
+            )
+        if self.quadratic_length is not None or oversized == "alone":
+            raise TextBatchError(
+                "with packing_capacity, rows are a fixed width: quadratic_length and "
+                "oversized='alone' do not apply (use oversized='truncate' to cut long examples)."
+            )
+        over = self.lengths > capacity
+        if over.any() and oversized != "truncate":
+            index = int(np.flatnonzero(over)[0])
+            raise TextBatchError(
+                f"example {index} has {self.lengths[index]} tokens, more than the row capacity "
+                f"packing_capacity={capacity} ({int(over.sum())} examples do). Raise it, truncate "
+                "with max_length, or pass oversized='truncate' (and pack with "
+                "PackingCollator(overlong='truncate'))."
+            )
+
     def _check_budget(self) -> None:
-        if self.max_tokens is None:
+        if self.max_tokens is None or self.packing_capacity is not None:
             return
         # The longest example that fits the budget alone (the cost grows with the length).
         low, high = 0, self.max_tokens
@@ -232,9 +275,32 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             items = self._rng(epoch, _DRAWS).choice(len(self.lengths), size=size, p=self.weights)
         else:
             items = None  # every example once
+        if self.packing_capacity is not None:
+            return self._plan_packed(items, rng)
         if self.max_tokens is None:
             return self._plan_by_size(items, rng)
         return self._plan_by_tokens(items, rng)
+
+    def _plan_packed(self, items: np.ndarray | None, rng: np.random.Generator | None) -> EpochPlan:
+        assert self.max_tokens is not None and self.packing_capacity is not None
+        if items is None:
+            items = np.arange(len(self.lengths), dtype=np.int64)
+        order = items[rng.permutation(len(items))] if rng is not None else items
+        lengths = np.minimum(self.lengths, self.packing_capacity)  # oversized="truncate"
+        # A window of about `packing_window` rows' worth of examples is packed at a time.
+        per_row = self.packing_capacity / max(float(lengths[order].mean()), 1.0)
+        window = max(1, round(self.packing_window * per_row))
+        indices, bounds, dropped = plan_packed_batches(
+            lengths,
+            order,
+            self.packing_capacity,
+            self.max_tokens // self.packing_capacity,
+            window,
+            rng,
+            self.num_replicas,
+            self.drop_last,
+        )
+        return self._finish(indices, bounds, rng, dropped, 0)
 
     def _length_order(
         self, items: np.ndarray | None, rng: np.random.Generator | None, per_batch: np.ndarray
@@ -389,6 +455,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             "oversized": self.oversized,
             "num_samples": self.num_samples,
             "longest_first": self.longest_first,
+            "packing_capacity": self.packing_capacity,
+            "packing_window": self.packing_window,
         }
 
     def _data_fingerprint(self) -> str:

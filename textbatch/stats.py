@@ -127,3 +127,32 @@ def length_summary(
     if max_length is not None:
         summary["at_max_length"] = int((lengths >= max_length).sum())
     return summary
+
+
+def packing_stats(
+    lengths: Sequence[int] | np.ndarray, batches: Sequence[Sequence[int]], capacity: int
+) -> PaddingStats:
+    """The same numbers for packed batches: each batch takes rows x ``capacity`` tokens, its rows
+    laid out as ``PackingCollator(capacity=capacity)`` lays them out (sequences longer than
+    the capacity counted as truncated to it)."""
+    from textbatch.packing import pack_rows
+
+    lengths = np.minimum(as_lengths(lengths), capacity)
+    if not batches:
+        raise TextBatchError("batches is empty; packing_stats needs at least one batch.")
+    sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
+    rows = np.array([len(pack_rows(lengths[np.asarray(b)], capacity)) for b in batches])
+    batch_tokens = rows * capacity
+    real = int(sum(int(lengths[np.asarray(b)].sum()) for b in batches))
+    padded = int(batch_tokens.sum())
+    return PaddingStats(
+        real_tokens=real,
+        padded_tokens=padded,
+        waste=(padded - real) / padded,
+        num_batches=len(batches),
+        num_examples=int(sizes.sum()),
+        batch_size_mean=float(sizes.mean()),
+        batch_size_min=int(sizes.min()),
+        batch_size_max=int(sizes.max()),
+        max_batch_tokens=int(batch_tokens.max()),
+    )

@@ -99,8 +99,10 @@ def _batch_sampler(loader: Any) -> Any:
 
 
 def _tokens(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """(real tokens, padded tokens) of a batch."""
+    """(real tokens, padded tokens) of a padded or packed batch."""
     padded = batch["input_ids"].numel()
+    if "sequence_ids" in batch:  # packed: row padding has sequence id -1
+        return int((batch["sequence_ids"] >= 0).sum()), padded
     mask = batch.get("attention_mask")
     return (int(mask.sum()) if mask is not None else padded), padded
 

@@ -1,0 +1,297 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from contracts import check_save_load_state
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from textbatch import BucketBatchSampler, PackingCollator, PaddingCollator, TextBatchError
+from textbatch.loaders import make_loader
+from textbatch.models import BackboneClassifier, TextClassifier
+from textbatch.packing import best_fit_decreasing, next_fit, pack_rows
+from textbatch.stats import packing_stats
+from textbatch.train import fit
+
+FEATURES = [
+    {"input_ids": [2, 11, 12, 3], "token_type_ids": [0, 0, 0, 0], "labels": 0},
+    {"input_ids": [2, 21, 22, 23, 24, 3], "token_type_ids": [0, 0, 0, 1, 1, 1], "labels": 1},
+    {"input_ids": [2, 31, 3], "token_type_ids": [0, 0, 0], "labels": 2},
+    {"input_ids": [2, 41, 3], "token_type_ids": [0, 0, 0], "labels": 3},
+]
+
+
+def long_tailed(n, seed=0, cap=512):
+    rng = np.random.default_rng(seed)
+    short = rng.lognormal(np.log(30), 0.7, n)
+    long = rng.lognormal(np.log(200), 0.6, n)
+    return np.clip(np.where(rng.random(n) < 0.1, long, short), 3, cap).astype(np.int64)
+
+
+# ------------------------------------------------------------------ hand-made layouts
+
+
+def test_layout_by_hand():
+    batch = PackingCollator(0, capacity=8)(FEATURES)
+    # best-fit decreasing: [6], [4, 3], [3]; next-fit in order: [4], [6], [3, 3]: three rows each,
+    # so next-fit (the given order) is kept
+    assert batch["input_ids"].tolist() == [
+        [2, 11, 12, 3, 0, 0, 0, 0],
+        [2, 21, 22, 23, 24, 3, 0, 0],
+        [2, 31, 3, 2, 41, 3, 0, 0],
+    ]
+    assert batch["position_ids"].tolist() == [
+        [0, 1, 2, 3, 0, 0, 0, 0],
+        [0, 1, 2, 3, 4, 5, 0, 0],
+        [0, 1, 2, 0, 1, 2, 0, 0],
+    ]
+    assert batch["sequence_ids"].tolist() == [
+        [0, 0, 0, 0, -1, -1, -1, -1],
+        [1, 1, 1, 1, 1, 1, -1, -1],
+        [2, 2, 2, 3, 3, 3, -1, -1],
+    ]
+    assert batch["token_type_ids"][1].tolist() == [0, 0, 0, 1, 1, 1, 0, 0]
+    assert batch["cu_seqlens"].tolist() == [0, 4, 10, 13, 16]
+    assert batch["cu_seqlens"].dtype == torch.int32
+    assert int(batch["max_seqlen"]) == 6
+    assert batch["packed_order"].tolist() == [0, 1, 2, 3]
+    assert batch["labels"].tolist() == [0, 1, 2, 3]
+    mask = batch["attention_mask"]
+    assert mask.shape == (3, 1, 8, 8) and mask.dtype == torch.bool
+    assert mask[2, 0, 0].tolist() == [True, True, True, False, False, False, False, False]
+    assert mask[2, 0, 4].tolist() == [False, False, False, True, True, True, False, False]
+    assert mask[0, 0, 5].tolist() == [False] * 5 + [True] + [False] * 2  # padding: itself only
+
+
+def test_flat_row_and_position_offset():
+    batch = PackingCollator(1, position_offset=2)(FEATURES[:2])
+    assert batch["input_ids"].tolist() == [[2, 11, 12, 3, 2, 21, 22, 23, 24, 3]]
+    assert batch["position_ids"].tolist() == [[2, 3, 4, 5, 2, 3, 4, 5, 6, 7]]
+
+
+def test_best_fit_decreasing_is_used_when_it_needs_fewer_rows():
+    features = [{"input_ids": [1] * n} for n in (5, 5, 3, 3)]  # next-fit: [5], [5, 3], [3]
+    batch = PackingCollator(0, capacity=8)(features)
+    assert batch["input_ids"].shape == (2, 8)  # best fit: [5, 3], [5, 3]
+    assert sorted(batch["sequence_ids"].tolist()) == [
+        [0, 0, 0, 0, 0, 2, 2, 2],
+        [1, 1, 1, 1, 1, 3, 3, 3],
+    ]
+
+
+def test_overlong_sequences():
+    with pytest.raises(
+        TextBatchError, match=r"example 1 has 6 tokens, more than the row capacity 4"
+    ):
+        PackingCollator(0, capacity=4)(FEATURES[:2])
+    truncated = PackingCollator(0, capacity=4, overlong="truncate")(FEATURES[:2])
+    assert truncated["input_ids"].tolist() == [[2, 11, 12, 3], [2, 21, 22, 23]]
+    assert truncated["labels"].tolist() == [0, 1]
+    split = PackingCollator(0, capacity=4, overlong="split")(FEATURES[:2])
+    assert split["example_ids"].tolist() == [0, 1, 1]
+    assert split["labels"].tolist() == [0, 1, 1]
+    assert split["input_ids"].tolist() == [[2, 11, 12, 3], [2, 21, 22, 23], [24, 3, 0, 0]]
+
+
+def test_packing_bad_input():
+    with pytest.raises(TextBatchError, match="empty batch"):
+        PackingCollator(0, capacity=8)([])
+    with pytest.raises(TextBatchError, match="'input_ids' key"):
+        PackingCollator(0, capacity=8)([{"length": 4}])
+    with pytest.raises(TextBatchError, match="capacity=0"):
+        PackingCollator(0, capacity=0)
+    with pytest.raises(TextBatchError, match="overlong='drop'"):
+        PackingCollator(0, capacity=8, overlong="drop")
+
+
+# ------------------------------------------------------------------ the packing rule
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(1, 50), min_size=1, max_size=80), st.integers(50, 120))
+def test_pack_rows_properties(lengths, capacity):
+    for rows in (best_fit_decreasing(lengths, capacity), next_fit(lengths, capacity)):
+        assert sorted(i for row in rows for i in row) == list(range(len(lengths)))
+        assert all(sum(lengths[i] for i in row) <= capacity for row in rows)
+    best = pack_rows(lengths, capacity)
+    assert len(best) <= min(
+        len(best_fit_decreasing(lengths, capacity)), len(next_fit(lengths, capacity))
+    )
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(1, 30), min_size=1, max_size=6), min_size=1, max_size=12))
+def test_next_fit_never_needs_more_rows_than_a_plan_listed_row_by_row(planned):
+    capacity = max(sum(row) for row in planned)
+    lengths = [n for row in planned for n in row]
+    assert len(pack_rows(lengths, capacity)) <= len(planned)
+
+
+# ------------------------------------------------------------------ models on packed batches
+
+
+def packed_and_padded(features, capacity):
+    return PackingCollator(0, capacity=capacity)(features), PaddingCollator(0)(features)
+
+
+SEQUENCES = [[2, 17, 40, 9, 33, 3], [2, 8, 3], list(range(2, 30)), [2, 5, 5, 5, 3], [2, 9, 3]]
+
+
+@pytest.mark.parametrize("encoder", ["mean", "transformer"])
+@pytest.mark.parametrize("capacity", [32, 64, None])
+def test_text_classifier_packed_equals_padded(encoder, capacity):
+    torch.manual_seed(0)
+    model = TextClassifier(100, 4, dim=32, encoder=encoder).eval()
+    packed, padded = packed_and_padded([{"input_ids": s} for s in SEQUENCES], capacity)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(**packed).logits, model(**padded).logits, atol=1e-5, rtol=0
+        )
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_backbone_packed_matches_padded(tiny_bert_dir, pooling):
+    torch.manual_seed(0)
+    model = BackboneClassifier.from_pretrained(tiny_bert_dir, num_labels=3, pooling=pooling).eval()
+    features = [{"input_ids": s, "token_type_ids": [0] * len(s)} for s in SEQUENCES]
+    packed, padded = packed_and_padded(features, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(**packed).logits, model(**padded).logits, atol=1e-4, rtol=0
+        )
+
+
+@pytest.mark.parametrize("make", ["transformer", "backbone"])
+def test_no_attention_across_sequences(make, tiny_bert_dir):
+    torch.manual_seed(0)
+    if make == "transformer":
+        model = TextClassifier(100, 4, dim=32, encoder="transformer").eval()
+    else:
+        model = BackboneClassifier.from_pretrained(tiny_bert_dir, num_labels=4).eval()
+    collate = PackingCollator(0, capacity=64)
+    changed = [list(s) for s in SEQUENCES]
+    changed[2] = [2, *([77] * 25), 3]  # the same length, other tokens
+    with torch.no_grad():
+        before = model(**collate([{"input_ids": s} for s in SEQUENCES])).logits
+        after = model(**collate([{"input_ids": s} for s in changed])).logits
+    assert collate([{"input_ids": s} for s in SEQUENCES])["input_ids"].shape[0] == 1  # one row
+    others = [0, 1, 3, 4]
+    torch.testing.assert_close(after[others], before[others], atol=1e-5, rtol=0)
+    assert not torch.allclose(after[2], before[2])
+
+
+def test_backbone_with_a_position_offset_refuses_unshifted_positions(tiny_bert_dir):
+    model = BackboneClassifier.from_pretrained(tiny_bert_dir, num_labels=2)
+    model.position_offset = 2  # as a RoBERTa-style model has
+    with pytest.raises(TextBatchError, match=r"PackingCollator\(position_offset=2\)"):
+        model(**PackingCollator(0, capacity=16)([{"input_ids": [2, 5, 3]}]))
+
+
+# ------------------------------------------------------------------ the sampler plans packed rows
+
+
+@pytest.mark.parametrize(("capacity", "max_tokens"), [(512, 4096), (256, 4096), (1024, 8192)])
+def test_planned_rows_are_at_least_98_percent_real_tokens(capacity, max_tokens):
+    lengths = long_tailed(20_000, seed=1, cap=capacity)
+    sampler = BucketBatchSampler(lengths, max_tokens=max_tokens, packing_capacity=capacity)
+    for epoch in range(2):
+        batches = sampler.batches(epoch)
+        assert Counter(i for b in batches for i in b) == Counter(range(len(lengths)))
+        stats = packing_stats(lengths, batches, capacity)
+        assert stats.real_tokens / stats.padded_tokens >= 0.98
+        assert stats.max_batch_tokens <= max_tokens
+    assert sampler.batches(0) != sampler.batches(1)
+
+
+def test_collator_lays_out_the_planned_batches_within_budget(tokenizer, corpus_records):
+    from textbatch import TextDataset
+
+    ds = TextDataset.from_records(corpus_records, tokenizer, max_length=128)
+    sampler = BucketBatchSampler(ds.lengths, max_tokens=1024, packing_capacity=128)
+    collate = PackingCollator.from_tokenizer(tokenizer, capacity=128)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
+    real = 0
+    for indices, batch in zip(sampler.batches(0), loader, strict=True):
+        rows = pack_rows(ds.lengths[indices], 128)
+        assert batch["input_ids"].shape == (len(rows), 128)
+        assert batch["input_ids"].numel() <= 1024
+        real += int((batch["sequence_ids"] >= 0).sum())
+        assert batch["labels"].tolist() == [ds[i]["labels"] for i in indices]
+    assert real == int(ds.lengths.sum())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"num_replicas": 3, "rank": 2}, {"num_replicas": 2, "rank": 0, "drop_last": True}],
+)
+def test_packed_plans_resume_and_shard(options):
+    lengths = long_tailed(3000, seed=2, cap=256)
+
+    def make():
+        return BucketBatchSampler(lengths, max_tokens=1024, packing_capacity=256, **options)
+
+    check_save_load_state(make, epochs=2, stop_epoch=1)
+    replicas = options.get("num_replicas", 1)
+    if replicas > 1:
+        samplers = [
+            BucketBatchSampler(
+                lengths,
+                max_tokens=1024,
+                packing_capacity=256,
+                num_replicas=replicas,
+                rank=r,
+                drop_last=options.get("drop_last", False),
+            )
+            for r in range(replicas)
+        ]
+        per_rank = [s.batches() for s in samplers]
+        assert len({len(b) for b in per_rank}) == 1
+        used = [i for batches in per_rank for b in batches for i in b]
+        assert len(used) == len(set(used)) == len(lengths) - samplers[0].num_dropped
+
+
+def test_packing_sampler_bad_input():
+    lengths = np.array([10, 20, 300])
+    with pytest.raises(TextBatchError, match="give batch_size"):
+        BucketBatchSampler(lengths, packing_capacity=256)
+    with pytest.raises(TextBatchError, match=r"needs max_tokens.*at least 256"):
+        BucketBatchSampler(lengths, max_tokens=100, packing_capacity=256)
+    with pytest.raises(
+        TextBatchError, match="example 2 has 300 tokens, more than the row capacity"
+    ):
+        BucketBatchSampler(lengths, max_tokens=1024, packing_capacity=256)
+    with pytest.raises(TextBatchError, match="batch_size does not apply"):
+        BucketBatchSampler([5, 6], batch_size=4, max_tokens=1024, packing_capacity=256)
+    truncated = BucketBatchSampler(
+        lengths, max_tokens=1024, packing_capacity=256, oversized="truncate"
+    )
+    assert sorted(i for b in truncated.batches() for i in b) == [0, 1, 2]
+
+
+# ------------------------------------------------------------------ training on packed batches
+
+
+@pytest.mark.parametrize("encoder", ["mean", "transformer"])
+def test_fit_on_packed_batches(tokenizer, corpus_records, encoder):
+    from textbatch import TextDataset
+
+    train = TextDataset.from_records(corpus_records[:500], tokenizer, max_length=128)
+    evaluation = TextDataset.from_records(
+        corpus_records[500:], tokenizer, max_length=128, label_names=train.label_names
+    )
+    collate = PackingCollator.from_tokenizer(tokenizer, capacity=128)
+    loaders = [
+        make_loader(data, collate, max_tokens=1024, packing_capacity=128, shuffle=shuffle)
+        for data, shuffle in ((train, True), (evaluation, False))
+    ]
+    torch.manual_seed(0)
+    model = TextClassifier(len(tokenizer), 8, dim=32, encoder=encoder, num_layers=1, max_length=128)
+    history = fit(model, *loaders, epochs=3, lr=5e-2 if encoder == "mean" else 3e-3, progress=False)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["real_tokens"] == int(train.lengths.sum())
+    assert history[-1]["padding"] < 0.05
+    if encoder == "mean":  # the small Transformer learns more slowly from 500 examples
+        assert history[-1]["eval_accuracy"] > 0.3
