@@ -171,7 +171,10 @@ def train_classifier(
         capacity = packing_capacity or resolve_max_length(tok, max_length)
         max_tokens = max_tokens or 8 * capacity
         collate: Any = PackingCollator.from_tokenizer(
-            tok, capacity=capacity, position_offset=getattr(classifier, "position_offset", 0)
+            tok,
+            capacity=capacity,
+            position_offset=getattr(classifier, "position_offset", 0),
+            mask=backbone,  # TextClassifier builds its own mask from sequence_ids
         )
     else:
         collate = PaddingCollator.from_tokenizer(tok)
