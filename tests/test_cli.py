@@ -25,14 +25,6 @@ def run(capsys, *argv):
     return code, out, err
 
 
-def test_stats_on_a_file(files, capsys):
-    code, out, _ = run(capsys, "stats", "--data", files[0], "--batch-size", 16)
-    assert code == 0
-    assert "500 examples" in out
-    assert "token lengths:" in out and "p99" in out
-    assert "padding at batch size 16, random batches" in out
-
-
 def test_train_then_predict(files, tmp_path, capsys):
     out_dir = tmp_path / "run"
     code, out, err = run(
@@ -79,6 +71,17 @@ def test_train_with_a_token_budget_and_eval_file(files, tmp_path, capsys, corpus
     assert code == 0, err
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert history[0]["padding"] < 0.25  # random batches of this data: about 0.8
+
+
+def test_train_with_packing(files, tmp_path, capsys):
+    code, _, err = run(
+        capsys,
+        "train", "--data", files[0], "--out", tmp_path / "run", "--packing",
+        "--max-length", 128, "--max-tokens", 1024, "--epochs", 1, "--no-progress",
+    )  # fmt: skip
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history[0]["padding"] < 0.05
 
 
 def test_train_resumes(files, tmp_path, capsys):

@@ -351,3 +351,107 @@ def run_demo(
             }
         )
     return results
+
+
+def run_bench(
+    out: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    *,
+    text: str = "text",
+    label: str = "label",
+    tokenizer: str | os.PathLike | None = None,
+    max_length: int = 512,
+    batch_size: int = 32,
+    max_tokens: int | None = None,
+    train_steps: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Tokenise the data once, compare every strategy on its lengths, time the collators (and,
+    with ``train_steps``, training), and write ``results.json``, ``results.csv`` and PNG plots
+    (when matplotlib is installed) under ``out``. Returns the results."""
+    from textbatch.bench import SCHEMA_VERSION, collate_speed, compare_strategies, train_throughput
+    from textbatch.pipeline import load_dataset_and_tokenizer
+    from textbatch.stats import length_summary
+
+    out = Path(out)
+    max_tokens = max_tokens or 128 * batch_size
+    dataset, tok = load_dataset_and_tokenizer(
+        data, tokenizer, text=text, label=label, max_length=max_length
+    )
+    lengths = dataset.lengths
+    results = compare_strategies(lengths, batch_size, max_tokens, max_length, seed)
+    if train_steps:
+        train_throughput(dataset, tok, results, train_steps, max_length, seed)
+    report = {
+        "schema": SCHEMA_VERSION,
+        "source": str(data) if data is not None else "embedded corpus",
+        "examples": len(dataset),
+        "batch_size": batch_size,
+        "max_tokens": max_tokens,
+        "max_length": max_length,
+        "lengths": length_summary(lengths, max_length),
+        "strategies": [r.as_dict() for r in results],
+        "collate": collate_speed(dataset, tok, batch_size, seed=seed),
+        "machine": _machine(),
+    }
+    write_json(out / "results.json", report)
+    columns = list(report["strategies"][0])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(report["strategies"])
+    write_text(out / "results.csv", buffer.getvalue())
+    try:
+        from textbatch.plots import plot_results
+
+        report["plots"] = [str(p) for p in plot_results(out, lengths, results, max_length)]
+    except ImportError:
+        report["plots"] = []
+        print(
+            "textbatch bench: matplotlib is not installed, so no plots were drawn; "
+            "pip install 'textbatch[plot]' for them. The other results are written."
+        )
+    return report
+
+
+def _machine() -> dict[str, Any]:
+    import platform
+    from datetime import date
+
+    return {
+        "date": date.today().isoformat(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def data_stats(
+    data: str | os.PathLike | None = None,
+    *,
+    text: str = "text",
+    text_pair: str | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    max_length: int = 512,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Token lengths of the data (untruncated), how many ``max_length`` would cut, and what
+    batching to use on it (``textbatch.bench.recommend``)."""
+    from textbatch.bench import recommend
+    from textbatch.pipeline import load_dataset_and_tokenizer
+    from textbatch.stats import length_summary
+
+    dataset, _ = load_dataset_and_tokenizer(
+        data, tokenizer, text=text, text_pair=text_pair, label=None, max_length=10**7
+    )
+    lengths = dataset.lengths
+    summary = length_summary(lengths)
+    summary["truncated"] = int((lengths > max_length).sum())
+    return {
+        "source": str(data) if data is not None else "embedded corpus",
+        "max_length": max_length,
+        "lengths": summary,
+        "recommendation": recommend(np.minimum(lengths, max_length), batch_size, max_length, seed),
+    }

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from textbatch import TextBatchError
+from textbatch.bench import STRATEGIES, compare_strategies, recommend
+from textbatch.cli import main
+from textbatch.packing import pack_rows
+
+LENGTHS = np.array([2, 9, 3, 7, 4, 8, 1, 6])  # 40 real tokens
+
+
+def by_hand(lengths, plan, name, max_length):
+    """Padded tokens of a plan, computed the slow, obvious way."""
+    padded = 0
+    for batch in plan:
+        if name == "pad_to_max_length":
+            padded += len(batch) * max_length
+        elif name == "packing":
+            padded += len(pack_rows([lengths[i] for i in batch], max_length)) * max_length
+        else:
+            padded += len(batch) * max(lengths[i] for i in batch)
+    return padded
+
+
+def test_every_number_equals_the_hand_computation():
+    results = compare_strategies(LENGTHS, batch_size=2, max_tokens=18, max_length=9)
+    assert [r.name for r in results] == list(STRATEGIES)
+    for r in results:
+        assert sorted(i for b in r.plan for i in b) == list(range(8)), r.name
+        assert r.real_tokens == 40
+        assert r.padded_tokens == by_hand(LENGTHS, r.plan, r.name, 9), r.name
+        assert r.waste == pytest.approx(1 - 40 / r.padded_tokens)
+        assert r.batches == len(r.plan)
+        assert r.batch_size_mean == pytest.approx(8 / len(r.plan))
+        assert r.plan_seconds >= 0
+    named = {r.name: r for r in results}
+    # fixed strategies, fully by hand
+    assert (
+        named["pad_to_max_length"].padded_tokens == 8 * 9
+        and named["pad_to_max_length"].batches == 4
+    )
+    # sorted: [1, 2], [3, 4], [6, 7], [8, 9] -> 2*2 + 2*4 + 2*7 + 2*9 = 44
+    assert named["sorted"].padded_tokens == 44
+    assert named["sorted"].max_batch_tokens == 18
+    # token budget 18: no batch over it; packing rows of 9 tokens: 40 tokens need at least 5 rows
+    assert named["token_budget"].max_batch_tokens <= 18
+    assert named["packing"].padded_tokens >= 45 and named["packing"].max_batch_tokens <= 18
+
+
+def test_bad_comparisons():
+    with pytest.raises(TextBatchError, match="exceeds max_length=5"):
+        compare_strategies(LENGTHS, 2, 18, 5)
+    with pytest.raises(TextBatchError, match="max_tokens=4 is below max_length=9"):
+        compare_strategies(LENGTHS, 2, 4, 9)
+    with pytest.raises(TextBatchError, match="unknown strategies"):
+        compare_strategies(LENGTHS, 2, 18, 9, strategies=("magic",))
+
+
+def test_recommendation():
+    rng = np.random.default_rng(0)
+    even = rng.integers(20, 40, 2000)
+    advice = recommend(even, batch_size=32, max_length=128)
+    assert advice["strategy"] == "bucket" and advice["batch_size"] == 32
+    assert advice["expected_padding"] < advice["random_padding"]
+    assert advice["speedup_padded_tokens"] > 1
+    tailed = np.where(rng.random(2000) < 0.1, 400, 30)
+    assert recommend(tailed, batch_size=32, max_length=512)["strategy"] == "token_budget"
+
+
+@pytest.fixture
+def data_file(tmp_path, corpus_records):
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in corpus_records[:300]))
+    return path
+
+
+def test_bench_command_writes_the_documented_results(data_file, tmp_path, capsys):
+    out = tmp_path / "bench"
+    code = main(
+        [
+            "bench",
+            "--data",
+            str(data_file),
+            "--batch-size",
+            "16",
+            "--train-steps",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    for name in STRATEGIES:
+        assert name in printed
+    report = json.loads((out / "results.json").read_text())
+    assert report["schema"] == 1
+    assert set(report) >= {
+        "schema",
+        "source",
+        "examples",
+        "batch_size",
+        "max_tokens",
+        "max_length",
+        "lengths",
+        "strategies",
+        "collate",
+        "machine",
+    }
+    assert [s["name"] for s in report["strategies"]] == list(STRATEGIES)
+    for record in report["strategies"]:
+        assert set(record) == {
+            "name", "waste", "real_tokens", "padded_tokens", "batches", "plan_seconds",
+            "batch_size_mean", "max_batch_tokens", "train_tokens_per_second",
+        }  # fmt: skip
+        assert record["real_tokens"] == report["lengths"]["tokens"]
+        assert record["train_tokens_per_second"] > 0
+    assert report["collate"]["speedup"] > 1
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("name,waste,real_tokens") and len(csv_lines) == 1 + len(
+        STRATEGIES
+    )
+    for plot in ("lengths.png", "waste.png", "throughput.png"):
+        assert (out / plot).read_bytes().startswith(b"\x89PNG"), plot
+
+
+def test_bench_without_the_plot_extra(data_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    out = tmp_path / "bench"
+    assert main(["bench", "--data", str(data_file), "--out", str(out)]) == 0
+    assert "matplotlib is not installed" in capsys.readouterr().out
+    assert (out / "results.json").is_file() and (out / "results.csv").is_file()
+    assert not list(out.glob("*.png"))
+
+
+def test_stats_command(data_file, capsys):
+    assert main(["stats", "--data", str(data_file), "--max-length", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "300 examples" in out and "p99" in out
+    assert "longer than --max-length 64" in out
+    assert "recommended: BucketBatchSampler(lengths, " in out
+    assert "estimated speed-up over random batches" in out

@@ -1,0 +1,268 @@
+"""Compare batching strategies on the same lengths: padding, batches, planning time, collate
+time and (optionally) training throughput. The numbers behind ``textbatch bench`` and
+``textbatch stats``; the command line only prints and saves them.
+
+``results.json`` schema (version 1)::
+
+    {
+      "schema": 1,
+      "source": str, "examples": int, "batch_size": int, "max_tokens": int, "max_length": int,
+      "lengths": {examples, tokens, mean, min, p50, p90, p95, p99, max, at_max_length},
+      "strategies": [
+        {"name": str,             # pad_to_max_length, random, hf_length_grouped, sorted,
+                                  # bucket, token_budget, packing
+         "waste": float,          # padding tokens / all tokens in the padded batches
+         "real_tokens": int, "padded_tokens": int, "batches": int,
+         "plan_seconds": float,   # time to plan one epoch
+         "batch_size_mean": float, "max_batch_tokens": int,
+         "train_tokens_per_second": float | null}   # with --train-steps
+      ],
+      "collate": {"batch_size": int, "batches": int, "textbatch_seconds": float,
+                  "hf_seconds": float, "speedup": float},
+      "machine": {...}
+    }
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from textbatch.errors import TextBatchError
+from textbatch.stats import PaddingStats, as_lengths, packing_stats, padding_stats
+
+SCHEMA_VERSION = 1
+STRATEGIES = (
+    "pad_to_max_length",
+    "random",
+    "hf_length_grouped",
+    "sorted",
+    "bucket",
+    "token_budget",
+    "packing",
+)
+
+
+@dataclass
+class StrategyResult:
+    """One strategy's numbers on one epoch of the lengths."""
+
+    name: str
+    waste: float
+    real_tokens: int
+    padded_tokens: int
+    batches: int
+    plan_seconds: float
+    batch_size_mean: float
+    max_batch_tokens: int
+    train_tokens_per_second: float | None = None
+    plan: list[list[int]] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON record (without the plan itself)."""
+        record = asdict(self)
+        record.pop("plan")
+        return record
+
+
+def _timed(plan: Callable[[], Any], repeats: int = 1) -> tuple[Any, float]:
+    """The result of ``plan()`` and its best time in seconds over ``repeats`` runs."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = plan()
+        best = min(best, time.perf_counter() - start)
+    return result, best
+
+
+def _result(name: str, stats: PaddingStats, seconds: float, plan: list) -> StrategyResult:
+    return StrategyResult(
+        name=name,
+        waste=stats.waste,
+        real_tokens=stats.real_tokens,
+        padded_tokens=stats.padded_tokens,
+        batches=stats.num_batches,
+        plan_seconds=seconds,
+        batch_size_mean=stats.batch_size_mean,
+        max_batch_tokens=stats.max_batch_tokens,
+        plan=plan,
+    )
+
+
+def _padded_to(width: int, lengths: np.ndarray, plan: list[list[int]]) -> PaddingStats:
+    """Padding when every batch is padded to ``width`` tokens, whatever it holds."""
+    sizes = np.fromiter(map(len, plan), dtype=np.int64, count=len(plan))
+    real, padded = int(lengths.sum()), int(sizes.sum()) * width
+    return PaddingStats(
+        real_tokens=real,
+        padded_tokens=padded,
+        waste=(padded - real) / padded,
+        num_batches=len(plan),
+        num_examples=int(sizes.sum()),
+        batch_size_mean=float(sizes.mean()),
+        batch_size_min=int(sizes.min()),
+        batch_size_max=int(sizes.max()),
+        max_batch_tokens=int(sizes.max()) * width,
+    )
+
+
+def compare_strategies(
+    lengths: np.ndarray,
+    batch_size: int,
+    max_tokens: int,
+    max_length: int,
+    seed: int = 0,
+    strategies: tuple[str, ...] = STRATEGIES,
+) -> list[StrategyResult]:
+    """Plan one epoch of ``lengths`` (tokens, already truncated to ``max_length``) with each
+    strategy and measure its padding. ``max_tokens`` is the token budget of ``token_budget``
+    and ``packing`` (whose rows are ``max_length`` tokens)."""
+    from textbatch.baselines import hf_length_grouped_batches, random_batches, sorted_batches
+    from textbatch.sampling import BucketBatchSampler
+
+    lengths = as_lengths(lengths)
+    if lengths.size == 0:
+        raise TextBatchError("there are no lengths to compare strategies on.")
+    if lengths.max() > max_length:
+        raise TextBatchError(
+            f"a length of {lengths.max()} exceeds max_length={max_length}; truncate first."
+        )
+    unknown = sorted(set(strategies) - set(STRATEGIES))
+    if unknown:
+        raise TextBatchError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}.")
+    if max_tokens < max_length:
+        raise TextBatchError(
+            f"max_tokens={max_tokens} is below max_length={max_length}: the longest example "
+            "would not fit a batch. Raise --max-tokens or lower --max-length."
+        )
+    plans: dict[str, Callable[[], list]] = {
+        "pad_to_max_length": lambda: random_batches(len(lengths), batch_size, seed),
+        "random": lambda: random_batches(len(lengths), batch_size, seed),
+        "hf_length_grouped": lambda: hf_length_grouped_batches(lengths, batch_size, seed),
+        "sorted": lambda: sorted_batches(lengths, batch_size),
+        "bucket": lambda: BucketBatchSampler(lengths, batch_size, seed=seed).batches(),
+        "token_budget": lambda: BucketBatchSampler(
+            lengths, max_tokens=max_tokens, seed=seed
+        ).batches(),
+        "packing": lambda: BucketBatchSampler(
+            lengths, max_tokens=max_tokens, packing_capacity=max_length, seed=seed
+        ).batches(),
+    }
+    results = []
+    for name in strategies:
+        plan, seconds = _timed(plans[name], repeats=2)  # the first run pays one-off imports
+        plan = [list(map(int, batch)) for batch in plan]
+        if name == "pad_to_max_length":
+            stats = _padded_to(max_length, lengths, plan)
+        elif name == "packing":
+            stats = packing_stats(lengths, plan, max_length)
+        else:
+            stats = padding_stats(lengths, plan)
+        results.append(_result(name, stats, seconds, plan))
+    return results
+
+
+def collate_speed(
+    dataset: Any, tokenizer: Any, batch_size: int, batches: int = 100, seed: int = 0
+) -> dict[str, float]:
+    """Seconds per batch of ``PaddingCollator`` vs ``DataCollatorWithPadding`` on the same
+    random batches of ``dataset`` (features as ``ds[i]`` gives them)."""
+    from transformers import DataCollatorWithPadding
+
+    from textbatch.collate import PaddingCollator
+
+    rng = np.random.default_rng(seed)
+    size = min(batch_size, len(dataset))
+    features = [
+        [dataset[int(i)] for i in rng.choice(len(dataset), size=size, replace=False)]
+        for _ in range(batches)
+    ]
+    ours, theirs = PaddingCollator.from_tokenizer(tokenizer), DataCollatorWithPadding(tokenizer)
+    timings = {}
+    for name, collate in (("textbatch", ours), ("hf", theirs)):
+        _, seconds = _timed(lambda collate=collate: [collate(f) for f in features], repeats=3)
+        timings[name] = seconds / batches
+    return {
+        "batch_size": size,
+        "batches": batches,
+        "textbatch_seconds": timings["textbatch"],
+        "hf_seconds": timings["hf"],
+        "speedup": timings["hf"] / timings["textbatch"],
+    }
+
+
+def train_throughput(
+    dataset: Any,
+    tokenizer: Any,
+    results: list[StrategyResult],
+    steps: int,
+    max_length: int,
+    seed: int = 0,
+) -> None:
+    """Train the small classifier for ``steps`` batches of each strategy's plan and store its
+    real tokens per second in ``train_tokens_per_second``."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from textbatch.collate import PackingCollator, PaddingCollator
+    from textbatch.models import TextClassifier
+    from textbatch.train import fit
+
+    if not dataset.has_labels:
+        raise TextBatchError("--train-steps needs labelled data (a label column).")
+    for result in results:
+        if result.name == "packing":
+            collate: Any = PackingCollator.from_tokenizer(
+                tokenizer, capacity=max_length, mask=False
+            )
+        elif result.name == "pad_to_max_length":
+            collate = PaddingCollator.from_tokenizer(tokenizer, pad_to_multiple_of=max_length)
+        else:
+            collate = PaddingCollator.from_tokenizer(tokenizer)
+        loader = DataLoader(dataset, batch_sampler=result.plan[:steps], collate_fn=collate)
+        torch.manual_seed(seed)
+        model = TextClassifier(
+            len(tokenizer), dataset.num_labels, dim=64, encoder="transformer", num_layers=1,
+            max_length=max_length,
+        )  # fmt: skip
+        history = fit(model, loader, epochs=1, lr=3e-3, seed=seed, progress=False)
+        result.train_tokens_per_second = history[-1]["tokens_per_second"]
+
+
+def recommend(
+    lengths: np.ndarray, batch_size: int, max_length: int, seed: int = 0
+) -> dict[str, Any]:
+    """What to use on data with these lengths: the strategy, its batch size or token budget,
+    the padding to expect, and the estimated speed-up over random batches (padded tokens, and
+    with attention's quadratic cost)."""
+    lengths = as_lengths(lengths)
+    max_tokens = batch_size * int(np.percentile(lengths, 50) + 0.5) * 2
+    max_tokens = max(max_tokens, max_length)
+    results = {
+        r.name: r
+        for r in compare_strategies(
+            lengths, batch_size, max_tokens, max_length, seed, ("random", "bucket", "token_budget")
+        )
+    }
+    spread = float(np.percentile(lengths, 99) / max(np.percentile(lengths, 50), 1))
+    # Long tails make batch-size buckets swing in memory; a token budget keeps batches even.
+    name = "token_budget" if spread > 4 else "bucket"
+    chosen, random = results[name], results["random"]
+
+    def quadratic(result: StrategyResult) -> float:
+        return sum(len(b) * float(lengths[b].max()) ** 2 for b in result.plan)
+
+    return {
+        "strategy": name,
+        "batch_size": batch_size if name == "bucket" else None,
+        "max_tokens": max_tokens if name == "token_budget" else None,
+        "expected_padding": chosen.waste,
+        "random_padding": random.waste,
+        "speedup_padded_tokens": random.padded_tokens / chosen.padded_tokens,
+        "speedup_attention": quadratic(random) / quadratic(chosen),
+        "p99_over_median": spread,
+    }
