@@ -203,7 +203,8 @@ def train_throughput(
     max_length: int,
     seed: int = 0,
 ) -> None:
-    """Train the small classifier for ``steps`` batches of each strategy's plan and store its
+    """Train the small classifier on ``steps`` batches of each strategy's plan, spread evenly
+    over the epoch (so that a sorted plan is not judged on its shortest batches), and store its
     real tokens per second in ``train_tokens_per_second``."""
     import torch
     from torch.utils.data import DataLoader
@@ -223,13 +224,15 @@ def train_throughput(
             collate = PaddingCollator.from_tokenizer(tokenizer, pad_to_multiple_of=max_length)
         else:
             collate = PaddingCollator.from_tokenizer(tokenizer)
-        loader = DataLoader(dataset, batch_sampler=result.plan[:steps], collate_fn=collate)
+        picks = np.unique(np.linspace(0, len(result.plan) - 1, steps).round().astype(int))
+        sample = [result.plan[i] for i in picks]
+        loader = DataLoader(dataset, batch_sampler=sample, collate_fn=collate)
         torch.manual_seed(seed)
         model = TextClassifier(
             len(tokenizer), dataset.num_labels, dim=64, encoder="transformer", num_layers=1,
             max_length=max_length,
         )  # fmt: skip
-        history = fit(model, loader, epochs=1, lr=3e-3, seed=seed, progress=False)
+        history = fit(model, loader, epochs=1, lr=3e-3, seed=seed, progress=False, log=False)
         result.train_tokens_per_second = history[-1]["tokens_per_second"]
 
 

@@ -197,6 +197,7 @@ def fit(
     stop_after_steps: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    log: bool = True,
 ) -> list[dict[str, Any]]:
     """Train ``model`` on ``train_loader`` for ``epochs`` epochs; return the history.
 
@@ -216,6 +217,7 @@ def fit(
             the schedule still spans every epoch, so a resumed run ends as an unbroken one.
         seed: seeds Python, numpy and torch (dropout); the sampler has its own seed.
         progress: show a progress bar with the loss, tokens per second and padding.
+        log: print a line per epoch (and when resuming).
 
     The history holds one record per epoch: ``train_loss`` (mean per sequence), the
     evaluation's ``eval_accuracy``, ``eval_macro_f1`` and ``eval_loss``, ``seconds``,
@@ -255,7 +257,7 @@ def fit(
         sampler = _batch_sampler(train_loader)
         if sampler is not None and state.get("sampler") is not None:
             sampler.load_state_dict(state["sampler"])
-        if main:
+        if main and log:
             print(f"resuming from {path} (epoch {state['epoch'] + 1}, step {state['step']})")
 
     def checkpoint(meter: dict[str, float] | None) -> None:
@@ -343,7 +345,8 @@ def fit(
         state["history"].append(record)
         state.update(epoch=epoch + 1, position=0, meter=None)
         if main:
-            print(_describe(record, epochs))
+            if log:
+                print(_describe(record, epochs))
             if out_dir is not None:
                 write_json(Path(out_dir) / "history.json", state["history"])
         checkpoint(None)
