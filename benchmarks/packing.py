@@ -17,12 +17,10 @@ from textbatch import (
     PackingCollator,
     PaddingCollator,
     TextClassifier,
-    TextDataset,
-    corpus_dataset,
     fit,
-    train_tokenizer,
 )
 from textbatch.loaders import make_loader
+from textbatch.pipeline import corpus_train_eval
 
 
 def main() -> None:
@@ -34,12 +32,7 @@ def main() -> None:
     parser.add_argument("--out", help="JSON file (default benchmarks/results/packing.json)")
     args = parser.parse_args()
 
-    raw = corpus_dataset().train_test_split(test_size=0.1, seed=0)
-    tokenizer = train_tokenizer(raw["train"]["text"], vocab_size=8000)
-    train = TextDataset.from_hf(raw["train"], tokenizer, max_length=args.max_length)
-    evaluation = TextDataset.from_hf(
-        raw["test"], tokenizer, max_length=args.max_length, label_names=train.label_names
-    )
+    train, evaluation, tokenizer = corpus_train_eval(max_length=args.max_length)
     padding = PaddingCollator.from_tokenizer(tokenizer)
     capacity = args.max_length
     # TextClassifier builds its attention mask from sequence_ids: no dense mask to collate.

@@ -16,9 +16,10 @@ import statistics
 import torch
 from _common import save
 
-from textbatch import PaddingCollator, TextDataset, corpus_dataset, train_tokenizer
+from textbatch import PaddingCollator
 from textbatch.loaders import make_loader
 from textbatch.models import TextClassifier
+from textbatch.pipeline import corpus_train_eval
 from textbatch.train import fit
 
 
@@ -32,12 +33,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.set_num_threads(torch.get_num_threads())
-    raw = corpus_dataset().train_test_split(test_size=0.1, seed=0)
-    tokenizer = train_tokenizer(raw["train"]["text"], vocab_size=8000)
-    train = TextDataset.from_hf(raw["train"], tokenizer, max_length=args.max_length)
-    evaluation = TextDataset.from_hf(
-        raw["test"], tokenizer, max_length=args.max_length, label_names=train.label_names
-    )
+    train, evaluation, tokenizer = corpus_train_eval(max_length=args.max_length)
     collate = PaddingCollator.from_tokenizer(tokenizer)
     eval_loader = make_loader(evaluation, collate, batch_size=64, shuffle=False)
     runs = []

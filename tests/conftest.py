@@ -21,10 +21,22 @@ def corpus_records():
 
 @pytest.fixture(scope="session")
 def tokenizer(corpus_records):
-    """A WordPiece tokenizer trained on a few hundred sentences of the embedded corpus."""
-    from textbatch.tokenizers import train_tokenizer
+    """A WordPiece tokenizer over the words of a few hundred sentences of the embedded corpus.
 
-    return train_tokenizer([r["text"] for r in corpus_records], vocab_size=800)
+    Built from a vocabulary rather than trained, because WordPiece training in ``tokenizers``
+    breaks ties in an unspecified order: tests must see the same tokenizer every run.
+    """
+    import string
+    from collections import Counter
+
+    from textbatch.tokenizers import wordpiece_tokenizer
+
+    words = Counter(
+        w.strip(string.punctuation) for r in corpus_records for w in r["text"].lower().split()
+    )
+    frequent = sorted((w for w in words if w), key=lambda w: (-words[w], w))[:700]
+    characters = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
+    return wordpiece_tokenizer([*characters, *(f"##{c}" for c in characters), *frequent])
 
 
 @pytest.fixture(autouse=True)

@@ -107,3 +107,18 @@ def test_load_rejects_other_objects():
 def test_train_tokenizer_bad_input(texts, kwargs, message):
     with pytest.raises(TextBatchError, match=message):
         train_tokenizer(texts, **kwargs)
+
+
+def test_wordpiece_tokenizer_from_a_vocabulary_is_fully_determined():
+    from textbatch.tokenizers import wordpiece_tokenizer
+
+    vocab = ["the", "match", "ended", "draw", "in", "a", "##s", "."]
+    first, second = wordpiece_tokenizer(vocab), wordpiece_tokenizer(list(vocab))
+    assert first.get_vocab() == second.get_vocab()
+    assert first.convert_ids_to_tokens([0, 1, 2, 3, 4, 5]) == [
+        "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the",
+    ]  # fmt: skip
+    encoded = first("The matchs ended in a draw.")["input_ids"]
+    assert first.convert_ids_to_tokens(encoded) == [
+        "[CLS]", "the", "match", "##s", "ended", "in", "a", "draw", ".", "[SEP]",
+    ]  # fmt: skip

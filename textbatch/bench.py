@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 
 from textbatch.errors import TextBatchError
-from textbatch.stats import PaddingStats, as_lengths, packing_stats, padding_stats
+from textbatch.stats import (
+    PaddingStats,
+    as_lengths,
+    packing_stats,
+    padding_stats,
+    summarise_batches,
+)
 
 SCHEMA_VERSION = 1
 STRATEGIES = (
@@ -69,7 +75,7 @@ class StrategyResult:
         return record
 
 
-def _timed(plan: Callable[[], Any], repeats: int = 1) -> tuple[Any, float]:
+def timed(plan: Callable[[], Any], repeats: int = 1) -> tuple[Any, float]:
     """The result of ``plan()`` and its best time in seconds over ``repeats`` runs."""
     best = float("inf")
     for _ in range(repeats):
@@ -96,18 +102,7 @@ def _result(name: str, stats: PaddingStats, seconds: float, plan: list) -> Strat
 def _padded_to(width: int, lengths: np.ndarray, plan: list[list[int]]) -> PaddingStats:
     """Padding when every batch is padded to ``width`` tokens, whatever it holds."""
     sizes = np.fromiter(map(len, plan), dtype=np.int64, count=len(plan))
-    real, padded = int(lengths.sum()), int(sizes.sum()) * width
-    return PaddingStats(
-        real_tokens=real,
-        padded_tokens=padded,
-        waste=(padded - real) / padded,
-        num_batches=len(plan),
-        num_examples=int(sizes.sum()),
-        batch_size_mean=float(sizes.mean()),
-        batch_size_min=int(sizes.min()),
-        batch_size_max=int(sizes.max()),
-        max_batch_tokens=int(sizes.max()) * width,
-    )
+    return summarise_batches(int(lengths.sum()), sizes, sizes * width)
 
 
 def compare_strategies(
@@ -154,7 +149,7 @@ def compare_strategies(
     }
     results = []
     for name in strategies:
-        plan, seconds = _timed(plans[name], repeats=2)  # the first run pays one-off imports
+        plan, seconds = timed(plans[name], repeats=2)  # the first run pays one-off imports
         plan = [list(map(int, batch)) for batch in plan]
         if name == "pad_to_max_length":
             stats = _padded_to(max_length, lengths, plan)
@@ -184,7 +179,7 @@ def collate_speed(
     ours, theirs = PaddingCollator.from_tokenizer(tokenizer), DataCollatorWithPadding(tokenizer)
     timings = {}
     for name, collate in (("textbatch", ours), ("hf", theirs)):
-        _, seconds = _timed(lambda collate=collate: [collate(f) for f in features], repeats=3)
+        _, seconds = timed(lambda collate=collate: [collate(f) for f in features], repeats=3)
         timings[name] = seconds / batches
     return {
         "batch_size": size,
@@ -234,6 +229,23 @@ def train_throughput(
         )  # fmt: skip
         history = fit(model, loader, epochs=1, lr=3e-3, seed=seed, progress=False, log=False)
         result.train_tokens_per_second = history[-1]["tokens_per_second"]
+
+
+def machine() -> dict[str, Any]:
+    """What a benchmark ran on: date, Python, torch, CPU count, GPU."""
+    import os
+    import platform
+    from datetime import date
+
+    import torch
+
+    return {
+        "date": date.today().isoformat(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def recommend(

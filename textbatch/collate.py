@@ -70,6 +70,16 @@ def concatenate(sequences: Sequence[Any], total: int) -> np.ndarray:
     return flat.astype(np.int64, copy=False)
 
 
+def check_features(features: Features) -> Mapping[str, Any]:
+    """The first feature of a non-empty batch of dicts with ``input_ids``, or a clear error."""
+    if not features:
+        raise TextBatchError("cannot collate an empty batch; give at least one example.")
+    first = features[0]
+    if not isinstance(first, Mapping) or "input_ids" not in first:
+        raise TextBatchError(f"features must be dicts with an 'input_ids' key, got {first!r:.200}.")
+    return first
+
+
 def stack_labels(values: list[Any], key: str) -> torch.Tensor:
     """One label per example as a tensor: int64 for classes, float32 for regression targets."""
     if isinstance(values[0], torch.Tensor):
@@ -145,13 +155,7 @@ class PaddingCollator:
         return cls(tokenizer_pad_token_id(tokenizer), **options)
 
     def __call__(self, features: Features) -> dict[str, torch.Tensor]:
-        if not features:
-            raise TextBatchError("cannot collate an empty batch; give at least one example.")
-        first = features[0]
-        if not isinstance(first, Mapping) or "input_ids" not in first:
-            raise TextBatchError(
-                f"features must be dicts with an 'input_ids' key, got {first!r:.200}."
-            )
+        first = check_features(features)
         keys = [k for k in first if k not in DROPPED_KEYS]
         lengths = sequence_lengths([f["input_ids"] for f in features])
         kept = lengths if self.max_length is None else np.minimum(lengths, self.max_length)
@@ -310,13 +314,7 @@ class PackingCollator:
     def __call__(self, features: Features) -> dict[str, torch.Tensor]:
         from textbatch.packing import pack_rows
 
-        if not features:
-            raise TextBatchError("cannot pack an empty batch; give at least one example.")
-        first = features[0]
-        if not isinstance(first, Mapping) or "input_ids" not in first:
-            raise TextBatchError(
-                f"features must be dicts with an 'input_ids' key, got {first!r:.200}."
-            )
+        first = check_features(features)
         pieces, lengths, examples = self._sequences(features)
         if self.capacity is None:
             rows = [list(range(len(lengths)))]

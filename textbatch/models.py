@@ -111,6 +111,14 @@ def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) ->
     model.load_state_dict(state)
 
 
+def check_label_names(num_labels: int, label_names: list[str] | None) -> None:
+    """``label_names``, when given, must name every class."""
+    if label_names is not None and len(label_names) != num_labels:
+        raise TextBatchError(
+            f"label_names has {len(label_names)} names but num_labels={num_labels}."
+        )
+
+
 class TextClassifier(nn.Module):
     """A small text classifier: embedding -> [Transformer encoder] -> masked mean -> linear.
 
@@ -152,10 +160,7 @@ class TextClassifier(nn.Module):
                 raise TextBatchError(f"{name}={value!r} must be a positive int.")
         if encoder == "transformer" and dim % num_heads:
             raise TextBatchError(f"dim={dim} must be a multiple of num_heads={num_heads}.")
-        if label_names is not None and len(label_names) != num_labels:
-            raise TextBatchError(
-                f"label_names has {len(label_names)} names but num_labels={num_labels}."
-            )
+        check_label_names(num_labels, label_names)
         self.config = {
             "vocab_size": vocab_size,
             "num_labels": num_labels,
@@ -286,10 +291,7 @@ class BackboneClassifier(nn.Module):
             raise TextBatchError(f"pooling={pooling!r} must be 'cls' or 'mean'.")
         if not isinstance(num_labels, int) or num_labels < 1:
             raise TextBatchError(f"num_labels={num_labels!r} must be a positive int.")
-        if label_names is not None and len(label_names) != num_labels:
-            raise TextBatchError(
-                f"label_names has {len(label_names)} names but num_labels={num_labels}."
-            )
+        check_label_names(num_labels, label_names)
         self.backbone = backbone
         self.config = {
             "num_labels": num_labels,

@@ -42,13 +42,13 @@ def load_dataset_and_tokenizer(
     else:
         if raw is None:
             raw = load_file(data, cache_dir if cache_dir is not None else default_cache_dir())
-        tokenizer = train_tokenizer(_texts(raw, text, text_pair), vocab_size=vocab_size)
+        tokenizer = train_tokenizer(texts_of(raw, text, text_pair), vocab_size=vocab_size)
     if data is None:
         return TextDataset.from_hf(raw, tokenizer, **options), tokenizer
     return TextDataset.from_file(data, tokenizer, cache_dir=cache_dir, **options), tokenizer
 
 
-def _texts(raw: Any, text: str, text_pair: str | None) -> Iterator[str]:
+def texts_of(raw: Any, text: str, text_pair: str | None = None) -> Iterator[str]:
     """The usable texts of ``raw`` (both columns of a pair), to train a tokenizer on."""
     for column in (text, text_pair):
         if column is None:
@@ -59,3 +59,18 @@ def _texts(raw: Any, text: str, text_pair: str | None) -> Iterator[str]:
                 "Pass the text column's name (--text-column)."
             )
         yield from (t for t in raw[column] if isinstance(t, str) and t.strip())
+
+
+def corpus_train_eval(
+    size: int = 20_000, seed: int = 0, max_length: int | None = None, eval_fraction: float = 0.1
+) -> tuple[TextDataset, TextDataset, Any]:
+    """The embedded corpus split into training and evaluation sets, tokenised (truncated at
+    ``max_length``) with a WordPiece tokenizer trained on the training part:
+    ``(train, evaluation, tokenizer)``."""
+    raw = corpus_dataset(size, seed).train_test_split(test_size=eval_fraction, seed=seed)
+    tokenizer = train_tokenizer(raw["train"]["text"], vocab_size=8000)
+    train = TextDataset.from_hf(raw["train"], tokenizer, max_length=max_length)
+    evaluation = TextDataset.from_hf(
+        raw["test"], tokenizer, max_length=max_length, label_names=train.label_names
+    )
+    return train, evaluation, tokenizer

@@ -24,24 +24,13 @@ from textbatch.errors import TextBatchError
 from textbatch.io import write_json, write_text
 from textbatch.loaders import make_loader
 from textbatch.models import BackboneClassifier, TextClassifier, load_model
+from textbatch.pipeline import corpus_train_eval, texts_of
 from textbatch.tokenizers import load_tokenizer, train_tokenizer
 from textbatch.train import fit, init_distributed, is_main_process, resolve_device
 
 SMALL_MODELS = {"small": "mean", "transformer": "transformer"}
 # Peak learning rates that suit each kind of model on the embedded corpus.
 DEFAULT_LR = {"small": 5e-2, "transformer": 3e-3, "pretrained": 5e-5}
-
-
-def _train_tokenizer_on(path: str | os.PathLike, columns: list[str], vocab_size: int) -> Any:
-    raw = load_file(path)
-    for column in columns:
-        if column not in raw.column_names:
-            raise TextBatchError(
-                f"column {column!r} is not in {str(path)!r}; the columns are {raw.column_names}. "
-                "Pass --text-column (and --text-pair-column)."
-            )
-    texts = (t for c in columns for t in raw[c] if isinstance(t, str) and t.strip())
-    return train_tokenizer(texts, vocab_size=vocab_size)
 
 
 def _eval_split(
@@ -120,8 +109,8 @@ def train_classifier(
         tok = load_tokenizer(out / "tokenizer")
     else:
         if main:
-            columns = [text] + ([text_pair] if text_pair else [])
-            _train_tokenizer_on(data, columns, vocab_size).save_pretrained(out / "tokenizer")
+            texts = texts_of(load_file(data), text, text_pair)
+            train_tokenizer(texts, vocab_size=vocab_size).save_pretrained(out / "tokenizer")
         barrier()
         tok = load_tokenizer(out / "tokenizer")
 
@@ -306,15 +295,8 @@ def run_demo(
     """The whole pipeline on the embedded corpus: train a tokenizer, build the datasets, and
     train the same small Transformer classifier on random batches and on bucketed batches.
     Returns one result per strategy (accuracy, macro-F1, seconds per epoch, padding)."""
-    from textbatch.corpus import corpus_dataset
-
     started = time.perf_counter()
-    raw = corpus_dataset(size, seed).train_test_split(test_size=0.1, seed=seed)
-    tok = train_tokenizer(raw["train"]["text"], vocab_size=8000)
-    train = TextDataset.from_hf(raw["train"], tok, max_length=max_length)
-    evaluation = TextDataset.from_hf(
-        raw["test"], tok, max_length=max_length, label_names=train.label_names
-    )
+    train, evaluation, tok = corpus_train_eval(size, seed, max_length)
     print(
         f"corpus: {size:,} examples, {train.num_labels} labels, median "
         f"{int(np.median(train.lengths))} tokens, longest {int(train.lengths.max())} "
@@ -369,7 +351,13 @@ def run_bench(
     """Tokenise the data once, compare every strategy on its lengths, time the collators (and,
     with ``train_steps``, training), and write ``results.json``, ``results.csv`` and PNG plots
     (when matplotlib is installed) under ``out``. Returns the results."""
-    from textbatch.bench import SCHEMA_VERSION, collate_speed, compare_strategies, train_throughput
+    from textbatch.bench import (
+        SCHEMA_VERSION,
+        collate_speed,
+        compare_strategies,
+        machine,
+        train_throughput,
+    )
     from textbatch.pipeline import load_dataset_and_tokenizer
     from textbatch.stats import length_summary
 
@@ -392,7 +380,7 @@ def run_bench(
         "lengths": length_summary(lengths, max_length),
         "strategies": [r.as_dict() for r in results],
         "collate": collate_speed(dataset, tok, batch_size, seed=seed),
-        "machine": _machine(),
+        "machine": machine(),
     }
     write_json(out / "results.json", report)
     columns = list(report["strategies"][0])
@@ -412,19 +400,6 @@ def run_bench(
             "pip install 'textbatch[plot]' for them. The other results are written."
         )
     return report
-
-
-def _machine() -> dict[str, Any]:
-    import platform
-    from datetime import date
-
-    return {
-        "date": date.today().isoformat(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu_count": os.cpu_count(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
 
 
 def data_stats(

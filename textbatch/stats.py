@@ -62,6 +62,29 @@ def as_lengths(lengths: Sequence[int] | np.ndarray) -> np.ndarray:
     return array
 
 
+def summarise_batches(
+    real_tokens: int,
+    sizes: np.ndarray,
+    batch_tokens: np.ndarray,
+    max_tokens: int | None = None,
+) -> PaddingStats:
+    """PaddingStats from the real tokens, the examples per batch and the tokens each batch
+    takes once laid out (padded or packed)."""
+    padded = int(batch_tokens.sum())
+    return PaddingStats(
+        real_tokens=int(real_tokens),
+        padded_tokens=padded,
+        waste=(padded - real_tokens) / padded,
+        num_batches=len(sizes),
+        num_examples=int(sizes.sum()),
+        batch_size_mean=float(sizes.mean()),
+        batch_size_min=int(sizes.min()),
+        batch_size_max=int(sizes.max()),
+        max_batch_tokens=int(batch_tokens.max()),
+        fill=None if max_tokens is None else float(batch_tokens.mean() / max_tokens),
+    )
+
+
 def padding_stats(
     lengths: Sequence[int] | np.ndarray,
     batches: Sequence[Sequence[int]],
@@ -87,21 +110,7 @@ def padding_stats(
     widths = np.maximum.reduceat(batch_lengths, starts)
     if multiple:
         widths = -(-widths // multiple) * multiple
-    batch_tokens = widths * sizes
-    real = int(batch_lengths.sum())
-    padded = int(batch_tokens.sum())
-    return PaddingStats(
-        real_tokens=real,
-        padded_tokens=padded,
-        waste=(padded - real) / padded,
-        num_batches=len(batches),
-        num_examples=int(sizes.sum()),
-        batch_size_mean=float(sizes.mean()),
-        batch_size_min=int(sizes.min()),
-        batch_size_max=int(sizes.max()),
-        max_batch_tokens=int(batch_tokens.max()),
-        fill=None if max_tokens is None else float(batch_tokens.mean() / max_tokens),
-    )
+    return summarise_batches(int(batch_lengths.sum()), sizes, widths * sizes, max_tokens)
 
 
 def length_summary(
@@ -142,17 +151,5 @@ def packing_stats(
         raise TextBatchError("batches is empty; packing_stats needs at least one batch.")
     sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
     rows = np.array([len(pack_rows(lengths[np.asarray(b)], capacity)) for b in batches])
-    batch_tokens = rows * capacity
-    real = int(sum(int(lengths[np.asarray(b)].sum()) for b in batches))
-    padded = int(batch_tokens.sum())
-    return PaddingStats(
-        real_tokens=real,
-        padded_tokens=padded,
-        waste=(padded - real) / padded,
-        num_batches=len(batches),
-        num_examples=int(sizes.sum()),
-        batch_size_mean=float(sizes.mean()),
-        batch_size_min=int(sizes.min()),
-        batch_size_max=int(sizes.max()),
-        max_batch_tokens=int(batch_tokens.max()),
-    )
+    real = sum(int(lengths[np.asarray(b)].sum()) for b in batches)
+    return summarise_batches(real, sizes, rows * capacity)

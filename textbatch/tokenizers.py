@@ -128,8 +128,13 @@ def train_tokenizer(
     [SEP] and [MASK]. Every text is encoded as ``[CLS] text [SEP]`` and every pair as
     ``[CLS] a [SEP] b [SEP]`` with token type ids 0 and 1. ``model_max_length`` (tokens) is
     the default truncation length of datasets built with it.
+
+    Two trainings on the same texts can differ slightly: the ``tokenizers`` trainer breaks ties
+    between equally frequent merges in hash-map order (huggingface/tokenizers#1794). Save the
+    tokenizer and load it again wherever runs must match, or build a fully determined one
+    with :func:`wordpiece_tokenizer`.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers import models
     from tokenizers.trainers import WordPieceTrainer
 
     if vocab_size < len(SPECIAL_TOKENS) + 1:
@@ -140,10 +145,7 @@ def train_tokenizer(
     if isinstance(texts, str):
         raise TextBatchError("texts is one string; pass a list (or iterable) of texts.")
 
-    backend = Tokenizer(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece()
+    backend = _bert_style(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]), lowercase)
     trainer = WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
@@ -154,6 +156,39 @@ def train_tokenizer(
     backend.train_from_iterator(counted, trainer=trainer)
     if counted.count == 0:
         raise TextBatchError("train_tokenizer got no texts; pass at least one non-empty text.")
+    return _finish_bert_style(backend, model_max_length)
+
+
+def wordpiece_tokenizer(
+    vocab: Iterable[str], *, lowercase: bool = True, model_max_length: int = 512
+) -> Any:
+    """A BERT-style WordPiece tokenizer over a given vocabulary (``##`` marks word pieces),
+    exactly as :func:`train_tokenizer` builds one, but fully determined by its input: the
+    special tokens come first, then ``vocab`` in order."""
+    from tokenizers import models
+
+    tokens = list(SPECIAL_TOKENS.values())
+    tokens += [t for t in dict.fromkeys(vocab) if t not in SPECIAL_TOKENS.values()]
+    model = models.WordPiece(
+        {token: i for i, token in enumerate(tokens)}, unk_token=SPECIAL_TOKENS["unk_token"]
+    )
+    return _finish_bert_style(_bert_style(model, lowercase), model_max_length)
+
+
+def _bert_style(model: Any, lowercase: bool) -> Any:
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
+
+    backend = Tokenizer(model)
+    backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece()
+    return backend
+
+
+def _finish_bert_style(backend: Any, model_max_length: int) -> Any:
+    """[CLS]/[SEP] around each text and pair, then the ``transformers`` wrapper."""
+    from tokenizers import processors
+
     cls_id = backend.token_to_id(SPECIAL_TOKENS["cls_token"])
     sep_id = backend.token_to_id(SPECIAL_TOKENS["sep_token"])
     backend.post_processor = processors.TemplateProcessing(
