@@ -232,3 +232,21 @@ def test_two_process_ddp_training(tmp_path, corpus_records, tokenizer):
     assert results[0]["history"] == results[1]["history"]  # metrics are reduced over ranks
     assert json.loads((tmp_path / "out" / "history.json").read_text())  # written by rank 0
     assert results[0]["history"][-1]["real_tokens"] > 0
+
+
+def test_fit_on_a_stream(tokenizer, corpus_records):
+    from textbatch import BucketedStream, StreamingTextDataset
+
+    names = sorted({r["label"] for r in corpus_records})
+    stream = StreamingTextDataset(corpus_records[:400], tokenizer, label_names=names)
+    batches = BucketedStream(stream, batch_size=32, buffer_size=128)
+    loader = torch.utils.data.DataLoader(
+        batches, batch_size=None, collate_fn=PaddingCollator.from_tokenizer(tokenizer)
+    )
+    with pytest.raises(TextBatchError, match="pass batches_per_epoch"):
+        fit(small_model(tokenizer), loader, epochs=1, progress=False)
+    history = fit(
+        small_model(tokenizer), loader, epochs=3, lr=5e-2, batches_per_epoch=13, progress=False
+    )
+    assert all(record["real_tokens"] == history[0]["real_tokens"] for record in history)
+    assert history[-1]["train_loss"] < history[0]["train_loss"]

@@ -198,6 +198,7 @@ def fit(
     seed: int = 0,
     progress: bool = True,
     log: bool = True,
+    batches_per_epoch: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` on ``train_loader`` for ``epochs`` epochs; return the history.
 
@@ -218,6 +219,8 @@ def fit(
         seed: seeds Python, numpy and torch (dropout); the sampler has its own seed.
         progress: show a progress bar with the loss, tokens per second and padding.
         log: print a line per epoch (and when resuming).
+        batches_per_epoch: for a loader without a length (a stream), about how many batches an
+            epoch holds, so that the learning-rate schedule knows its span.
 
     The history holds one record per epoch: ``train_loss`` (mean per sequence), the
     evaluation's ``eval_accuracy``, ``eval_macro_f1`` and ``eval_loss``, ``seconds``,
@@ -237,7 +240,14 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    batches_per_epoch = len(train_loader)
+    if batches_per_epoch is None:
+        try:
+            batches_per_epoch = len(train_loader)
+        except TypeError:
+            raise TextBatchError(
+                "train_loader has no length (a stream); pass batches_per_epoch=<about how many "
+                "batches an epoch holds> so that the learning-rate schedule knows its span."
+            ) from None
     steps_per_epoch = math.ceil(batches_per_epoch / grad_accum)
     total_steps = steps_per_epoch * epochs
     optimizer = torch.optim.AdamW(_parameter_groups(model, weight_decay), lr=lr)
