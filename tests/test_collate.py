@@ -222,3 +222,26 @@ def test_other_bad_input():
         PaddingCollator(None)
     with pytest.raises(TextBatchError, match="'text'"):
         PaddingCollator(0)([{"input_ids": [1], "text": "raw"}])
+
+
+def test_review_regressions():
+    with pytest.raises(TextBatchError, match="class ids"):
+        PaddingCollator(0)([{"input_ids": [1], "labels": "pos"}])
+    with pytest.raises(TextBatchError, match=r"both \['labels', 'label'\]"):
+        PaddingCollator(0)([{"input_ids": [1], "labels": 1, "label": 2}])
+    with pytest.raises(TextBatchError, match="example 1 has no 'token_type_ids'"):
+        PaddingCollator(0)([{"input_ids": [1], "token_type_ids": [0]}, {"input_ids": [2]}])
+    with pytest.raises(TextBatchError, match="'spans'"):
+        PaddingCollator(0)([{"input_ids": [1], "spans": [1, 2]}, {"input_ids": [2], "spans": [3]}])
+    assert PaddingCollator(0, max_length=np.int64(2))([{"input_ids": [1, 2, 3]}])[
+        "input_ids"
+    ].tolist() == [[1, 2]]
+
+
+def test_load_tokenizer_leaves_the_callers_tokenizer_alone(tokenizer):
+    from textbatch import load_tokenizer
+
+    backend = tokenizer.backend_tokenizer.__class__.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.enable_padding(pad_id=0, pad_token="[PAD]")
+    load_tokenizer(backend)
+    assert backend.padding is not None

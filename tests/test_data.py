@@ -342,7 +342,7 @@ def test_drop_invalid_with_nothing_left(tokenizer):
 
 def test_mixed_label_types(tokenizer):
     records = [{"text": "a b", "label": 1}, {"text": "c d", "label": "one"}]
-    with pytest.raises(TextBatchError, match="mixes types"):
+    with pytest.raises(TextBatchError, match="mixes int and string labels"):
         TextDataset.from_records(records, tokenizer)
 
 
@@ -383,3 +383,68 @@ def test_not_records(tokenizer):
         TextDataset.from_hf(
             datasets.DatasetDict({"train": datasets.Dataset.from_list(RECORDS)}), tokenizer
         )
+
+
+# ------------------------------------------------------------------ regressions found in review
+
+
+def test_cache_key_follows_the_rows_that_survive(tokenizer, tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text('text,label\n"good film",pos\n"bad film",\n"fine film",pos\n"dull film",\n')
+    labelled = TextDataset.from_file(path, tokenizer, drop_invalid=True)
+    unlabelled = TextDataset.from_file(path, tokenizer, label=None, drop_invalid=True)
+    assert len(labelled) == 2 and len(unlabelled) == 4  # not the labelled run's cache
+    again = TextDataset.from_file(path, tokenizer, drop_invalid=True)
+    assert again.from_cache and [again[i] for i in range(2)] == [labelled[i] for i in range(2)]
+
+
+@pytest.mark.parametrize(
+    ("values", "names"),
+    [([True, False, True], ["false", "true"]), ([1.0, 0.0, float("nan")], ["0", "1"])],
+)
+def test_boolean_and_float_labels(tokenizer, values, names):
+    records = [{"text": f"text {i}", "label": v} for i, v in enumerate(values)]
+    ds = TextDataset.from_records(records, tokenizer, drop_invalid=True)
+    assert ds.label_names == names
+    same = TextDataset.from_records(records, tokenizer, label_names=values[:2], drop_invalid=True)
+    assert [same[i]["labels"] for i in range(len(same))] == [0, 1, 0][: len(same)]
+
+
+def test_infinite_label_is_refused(tokenizer):
+    hf = datasets.Dataset.from_dict({"text": ["a", "b"], "label": [1.0, float("inf")]})
+    with pytest.raises(TextBatchError, match="non-integer number inf"):
+        TextDataset.from_hf(hf, tokenizer)
+
+
+def test_numpy_and_python_ints_are_one_kind_of_label(tokenizer):
+    records = [{"text": "a b", "label": np.int64(1)}, {"text": "c d", "label": 2}]
+    assert TextDataset.from_records(records, tokenizer).label_names == ["1", "2"]
+
+
+def test_classlabel_minus_one_is_a_missing_label(tokenizer):
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    hf = datasets.Dataset.from_dict({"text": ["a", "b"], "label": [1, -1]}, features=features)
+    with pytest.raises(TextBatchError, match="row 1, column 'label' is missing"):
+        TextDataset.from_hf(hf, tokenizer)
+    with pytest.warns(UserWarning, match="dropped 1"):
+        assert len(TextDataset.from_hf(hf, tokenizer, drop_invalid=True)) == 1
+
+
+def test_pickled_dataset_carries_no_token_arrays(tokenizer, corpus_records, tmp_path):
+    import pickle
+
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in corpus_records))
+    ds = TextDataset.from_file(path, tokenizer)
+    clone = pickle.loads(pickle.dumps(ds))
+    assert len(pickle.dumps(ds)) < len(pickle.dumps(ds.hf)) + 5000
+    assert [clone[i] for i in (0, 5, 599)] == [ds[i] for i in (0, 5, 599)]
+    np.testing.assert_array_equal(clone.lengths, ds.lengths)
+
+
+def test_select_with_a_boolean_mask(tokenizer):
+    ds = TextDataset.from_records(RECORDS, tokenizer)
+    part = ds.select(np.array([True, False, True, False]))
+    assert part[1]["input_ids"] == ds[2]["input_ids"] and len(part) == 2

@@ -295,3 +295,12 @@ def test_fit_on_packed_batches(tokenizer, corpus_records, encoder):
     assert history[-1]["padding"] < 0.05
     if encoder == "mean":  # the small Transformer learns more slowly from 500 examples
         assert history[-1]["eval_accuracy"] > 0.3
+
+
+def test_packing_review_regressions():
+    from textbatch.packing import next_fit
+
+    assert next_fit([0, 3], 4) == [[0, 1]]  # an empty first sequence
+    with pytest.raises(TextBatchError, match="example 0 has 4 token_type_ids but 3 input_ids"):
+        PackingCollator(0, capacity=8)([{"input_ids": [1, 2, 3], "token_type_ids": [0, 0, 0, 1]}])
+    assert PackingCollator(0, capacity=np.int64(8)).capacity == 8

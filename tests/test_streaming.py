@@ -114,3 +114,44 @@ def test_drop_invalid_counts(tokenizer):
     with pytest.warns(UserWarning, match="dropped 2"):
         examples = list(stream)
     assert len(examples) == 1 and stream.num_dropped == 2
+
+
+def test_resume_after_a_finished_pass_starts_the_next_one(tokenizer, records):
+    names = sorted({r["label"] for r in records})
+    stream = StreamingTextDataset(records[:20], tokenizer, label_names=names)
+    assert len(list(stream)) == 20
+    resumed = StreamingTextDataset(records[:20], tokenizer, label_names=names)
+    resumed.load_state_dict(stream.state_dict())
+    assert len(list(resumed)) == 20
+
+
+def test_labels_match_text_dataset_for_other_kinds(tokenizer):
+    records = [{"text": f"text {i}", "label": bool(i % 2)} for i in range(6)]
+    stored = TextDataset.from_records(records, tokenizer)
+    streamed = list(StreamingTextDataset(records, tokenizer, label_names=stored.label_names))
+    assert [e["labels"] for e in streamed] == [stored[i]["labels"] for i in range(6)]
+
+
+def test_classlabel_stream_with_label_names_and_missing_labels(tokenizer):
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["neg", "pos"])}
+    )
+    hf = datasets.Dataset.from_dict(
+        {"text": ["bad", "good", "none"], "label": [0, 1, -1]}, features=features
+    )
+    stream = StreamingTextDataset.from_hf(
+        hf.to_iterable_dataset(), tokenizer, label_names=["pos", "neg"], drop_invalid=True
+    )
+    with pytest.warns(UserWarning, match="dropped 1"):
+        assert [e["labels"] for e in stream] == [1, 0]
+
+
+def test_length_is_counted_after_the_transform(tokenizer, records):
+    from textbatch import TokenDropout
+
+    names = sorted({r["label"] for r in records})
+    stream = StreamingTextDataset(
+        records[:30], tokenizer, label_names=names, transform=TokenDropout(0.5)
+    )
+    torch.manual_seed(0)
+    assert all(e["length"] == len(e["input_ids"]) for e in stream)

@@ -77,7 +77,32 @@ def check_features(features: Features) -> Mapping[str, Any]:
     first = features[0]
     if not isinstance(first, Mapping) or "input_ids" not in first:
         raise TextBatchError(f"features must be dicts with an 'input_ids' key, got {first!r:.200}.")
+    given = [k for k in LABEL_KEYS if k in first]
+    if len(given) > 1:
+        raise TextBatchError(f"features carry both {given}; keep one label key.")
     return first
+
+
+def column(features: Features, key: str) -> list[Any]:
+    """``key`` of every feature, or an error naming the first feature without it."""
+    try:
+        return [f[key] for f in features]
+    except KeyError:
+        row = next(i for i, f in enumerate(features) if key not in f)
+        raise TextBatchError(
+            f"example {row} has no {key!r}, which example 0 has; give every example the same keys."
+        ) from None
+
+
+def check_aligned(key: str, values: list[Any], lengths: np.ndarray) -> None:
+    """Every example's ``key`` must have one value per token of its ``input_ids``."""
+    own = sequence_lengths(values)
+    if not np.array_equal(own, lengths):
+        row = int(np.flatnonzero(own != lengths)[0])
+        raise TextBatchError(
+            f"example {row} has {own[row]} {key} but {lengths[row]} input_ids; every "
+            "sequence key of an example must have one value per token."
+        )
 
 
 def stack_labels(values: list[Any], key: str) -> torch.Tensor:
@@ -86,10 +111,10 @@ def stack_labels(values: list[Any], key: str) -> torch.Tensor:
         labels = torch.stack([torch.as_tensor(v) for v in values])
     else:
         array = np.asarray(values)
-        if array.dtype == object or array.ndim != 1:
+        if array.dtype.kind not in "biuf" or array.ndim != 1:
             raise TextBatchError(
-                f"{key!r} must hold one number per example, got {values[0]!r}; PaddingCollator "
-                "collates sequence classification labels."
+                f"{key!r} must hold one number per example (class ids), got {values[0]!r}; map "
+                "label names to ids first (TextDataset does)."
             )
         labels = torch.from_numpy(array)
     if labels.dtype.is_floating_point:
@@ -130,12 +155,16 @@ class PaddingCollator:
             )
         if padding_side not in ("right", "left"):
             raise TextBatchError(f"padding_side={padding_side!r} must be 'right' or 'left'.")
-        if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
+        if max_length is not None and (
+            isinstance(max_length, bool)
+            or not isinstance(max_length, int | np.integer)
+            or max_length < 1
+        ):
             raise TextBatchError(f"max_length={max_length!r} must be a positive number of tokens.")
         self.pad_token_id = int(pad_token_id)
         self.padding_side = padding_side
         self.pad_to_multiple_of = check_pad_to_multiple_of(pad_to_multiple_of)
-        self.max_length = max_length
+        self.max_length = None if max_length is None else int(max_length)
         self.pad_values = {
             "input_ids": self.pad_token_id,
             "token_type_ids": int(pad_token_type_id),
@@ -169,7 +198,7 @@ class PaddingCollator:
 
         batch: dict[str, torch.Tensor] = {}
         for key in keys:
-            values = [f[key] for f in features]
+            values = column(features, key)
             if key in self.pad_values:
                 batch[key] = self._pad(key, values, lengths, real, keep)
             elif key in LABEL_KEYS:
@@ -194,13 +223,7 @@ class PaddingCollator:
         keep: np.ndarray | None,
     ) -> torch.Tensor:
         if key != "input_ids":
-            own = sequence_lengths(values)
-            if not np.array_equal(own, lengths):
-                row = int(np.flatnonzero(own != lengths)[0])
-                raise TextBatchError(
-                    f"example {row} has {own[row]} {key} but {lengths[row]} input_ids; every "
-                    "sequence key of an example must have one value per token."
-                )
+            check_aligned(key, values, lengths)
         flat = concatenate(values, int(lengths.sum()))
         if keep is not None:
             flat = flat[keep]
@@ -212,7 +235,10 @@ class PaddingCollator:
     def _passthrough(key: str, values: list[Any]) -> torch.Tensor:
         if isinstance(values[0], torch.Tensor):
             return torch.stack(values)
-        array = np.asarray(values)
+        try:
+            array = np.asarray(values)
+        except ValueError:  # ragged sequences
+            array = np.asarray(values, dtype=object)
         if array.dtype.kind not in "biuf":
             raise TextBatchError(
                 f"feature {key!r} holds {values[0]!r:.80}, which PaddingCollator cannot turn "
@@ -267,7 +293,9 @@ class PackingCollator:
     ) -> None:
         if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int | np.integer):
             raise TextBatchError(f"pad_token_id={pad_token_id!r} must be an int.")
-        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
+        if capacity is not None and (
+            isinstance(capacity, bool) or not isinstance(capacity, int | np.integer) or capacity < 1
+        ):
             raise TextBatchError(
                 f"capacity={capacity!r} must be a positive number of tokens per row, or None "
                 "for one flat row."
@@ -275,7 +303,7 @@ class PackingCollator:
         if overlong not in OVERLONG:
             raise TextBatchError(f"overlong={overlong!r} must be one of {', '.join(OVERLONG)}.")
         self.pad_token_id = int(pad_token_id)
-        self.capacity = capacity
+        self.capacity = None if capacity is None else int(capacity)
         self.position_offset = int(position_offset)
         self.overlong = overlong
         self.pad_token_type_id = int(pad_token_type_id)
@@ -331,11 +359,10 @@ class PackingCollator:
         ends = np.cumsum(packed_lengths)
         row_starts = np.concatenate([[0], ends[:-1]])
         first_in_row = np.flatnonzero(np.concatenate([[True], row_of[1:] != row_of[:-1]]))
-        row_base = np.repeat(row_starts[first_in_row], np.diff(np.append(first_in_row, len(order))))
-        column = row_starts - row_base  # (N,) start column of each sequence
+        start_column = row_starts - row_starts[first_in_row[row_of]]  # (N,) within its row
         token_row = np.repeat(row_of, packed_lengths)  # (total,)
         within = np.arange(int(ends[-1])) - np.repeat(row_starts, packed_lengths)
-        token_column = np.repeat(column, packed_lengths) + within
+        token_column = np.repeat(start_column, packed_lengths) + within
 
         def layout(key: str, fill: int) -> torch.Tensor:
             values = []
@@ -356,6 +383,11 @@ class PackingCollator:
             "sequence_ids": torch.from_numpy(sequence_ids),
         }
         if "token_type_ids" in first:
+            check_aligned(
+                "token_type_ids",
+                column(features, "token_type_ids"),
+                sequence_lengths([f["input_ids"] for f in features]),
+            )
             batch["token_type_ids"] = layout("token_type_ids", self.pad_token_type_id)
         if self.mask:
             batch["attention_mask"] = block_diagonal_mask(batch["sequence_ids"])
@@ -365,7 +397,7 @@ class PackingCollator:
         batch["example_ids"] = torch.from_numpy(examples.astype(np.int64))
         label_key = next((k for k in LABEL_KEYS if k in first), None)
         if label_key is not None:
-            labels = stack_labels([f[label_key] for f in features], label_key)
+            labels = stack_labels(column(features, label_key), label_key)
             batch["labels"] = labels[torch.from_numpy(examples.astype(np.int64))]
         return batch
 

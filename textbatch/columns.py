@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +37,32 @@ def invalid_text_rows(hf_dataset: Any, columns: Sequence[str]) -> np.ndarray:
         blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
         bad |= pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
     return bad
+
+
+def label_text(value: Any) -> str | None:
+    """The name a label value goes by, the same for Arrow columns, records and streams: strings
+    as they are, booleans as ``"true"``/``"false"``, integers (and whole floats) as digits;
+    None and NaN are missing (None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        if math.isnan(value):
+            return None
+        if not math.isfinite(value) or value != int(value):
+            raise TextBatchError(
+                f"label {value!r} is not a whole number; textbatch classifies into discrete "
+                "labels: use strings or integers."
+            )
+        return str(int(value))
+    if isinstance(value, str):
+        return str(value)
+    raise TextBatchError(
+        f"label {value!r} is a {type(value).__name__}; labels must be strings or integers."
+    )
 
 
 @dataclass(frozen=True)
@@ -82,14 +110,16 @@ def resolve_labels(
         strings = pc.cast(column, pa.string())  # "false", "true"
     elif pa.types.is_floating(column.type):
         values = column.to_numpy(zero_copy_only=False)
-        finite = values[~np.isnan(values)]
-        if not np.all(finite == np.round(finite)):
-            row = int(np.flatnonzero(~np.isnan(values) & (values != np.round(values)))[0])
+        present = ~np.isnan(values)  # NaN: a missing label, as pandas writes it
+        wrong = present & ~(np.isfinite(values) & (values == np.round(values)))
+        if wrong.any():
+            row = int(np.flatnonzero(wrong)[0])
             raise TextBatchError(
                 f"label column {label!r} holds a non-integer number {float(values[row])!r} "
                 f"(row {row}); textbatch classifies into discrete labels: use strings or integers."
             )
-        strings = pc.cast(pc.cast(column, pa.int64()), pa.string())
+        whole = pa.array(np.where(present, values, 0).astype(np.int64), mask=~present)
+        strings = pc.cast(whole, pa.string())
         numeric = True
     elif pa.types.is_null(column.type):
         strings = pa.nulls(len(column), pa.string())
@@ -124,7 +154,9 @@ def _label_names(strings: Any, label_names: Sequence[Any] | None, numeric: bool)
             raise TextBatchError(
                 f"label_names={label_names!r} is one string; pass a list of label names."
             )
-        names = [str(name) for name in label_names]
+        names = [label_text(name) for name in label_names]
+        if None in names:
+            raise TextBatchError(f"label_names={list(label_names)!r} holds a missing value.")
         if not names:
             raise TextBatchError("label_names is empty; give at least one label name.")
         duplicates = sorted({name for name in names if names.count(name) > 1})

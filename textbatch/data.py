@@ -21,7 +21,7 @@ import torch
 
 from textbatch._version import __version__
 from textbatch.arrow import ListColumn
-from textbatch.columns import LabelSpec, invalid_text_rows, resolve_labels
+from textbatch.columns import LabelSpec, invalid_text_rows, label_text, resolve_labels
 from textbatch.errors import TextBatchError
 
 Example = dict[str, Any]
@@ -76,6 +76,11 @@ class TextDataset(torch.utils.data.Dataset):
         self.transform = transform
         self.num_dropped = num_dropped
         self.from_cache = from_cache
+        self._lengths: np.ndarray | None = None
+        self._read_columns(hf_dataset)
+
+    def _read_columns(self, hf_dataset: Any) -> None:
+        """Numpy views of the token columns, and the labels."""
         table = hf_dataset.data.table
         self._columns = {
             name: ListColumn(table.column(name))
@@ -85,7 +90,6 @@ class TextDataset(torch.utils.data.Dataset):
         self._labels = (
             table.column("labels").to_numpy() if "labels" in hf_dataset.column_names else None
         )
-        self._lengths: np.ndarray | None = None
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -101,7 +105,8 @@ class TextDataset(torch.utils.data.Dataset):
         *,
         drop_invalid: bool = False,
         transform: Transform | None = None,
-        cache_file: str | os.PathLike | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        _source: dict[str, Any] | None = None,
     ) -> TextDataset:
         """Tokenise a ``datasets.Dataset`` with columns ``text`` (and ``text_pair``) and ``label``.
 
@@ -110,7 +115,9 @@ class TextDataset(torch.utils.data.Dataset):
         label order (share it between train and eval); otherwise labels are sorted.
         ``max_length`` (tokens) defaults to the tokenizer's ``model_max_length``, or 512 when the
         tokenizer sets none. ``drop_invalid=True`` drops rows whose text or label is missing or
-        empty instead of raising, and reports how many in ``num_dropped``.
+        empty instead of raising, and reports how many in ``num_dropped``. With ``cache_dir``,
+        the tokenised result is cached there, keyed by the data's fingerprint, the tokenizer and
+        the options.
         """
         import datasets
 
@@ -133,15 +140,16 @@ class TextDataset(torch.utils.data.Dataset):
         label = _check_columns(hf_dataset.column_names, text, text_pair, label)
 
         text_columns = [text] if text_pair is None else [text, text_pair]
-        bad = invalid_text_rows(hf_dataset, text_columns)
+        bad_text = invalid_text_rows(hf_dataset, text_columns)
         label_spec: LabelSpec | None = None
+        bad = bad_text
         if label is not None:
             label_spec = resolve_labels(hf_dataset, label, label_names)
-            bad |= label_spec.missing
+            bad = bad_text | label_spec.missing
         num_dropped = int(bad.sum())
         if num_dropped:
             if not drop_invalid:
-                raise _invalid_row_error(hf_dataset, text_columns, label, bad)
+                raise _invalid_row_error(hf_dataset, text_columns, label, bad, bad_text)
             keep = np.flatnonzero(~bad)
             if len(keep) == 0:
                 raise TextBatchError(
@@ -158,7 +166,7 @@ class TextDataset(torch.utils.data.Dataset):
                 label_spec = label_spec.select(keep)
 
         tokenized, from_cache = _tokenize(
-            hf_dataset, tokenizer, text, text_pair, max_length, cache_file, num_dropped
+            hf_dataset, tokenizer, text, text_pair, max_length, cache_dir, _source
         )
         if label_spec is not None:
             tokenized = tokenized.add_column("labels", label_spec.ids)
@@ -197,14 +205,6 @@ class TextDataset(torch.utils.data.Dataset):
         tokenizer = load_tokenizer(tokenizer)
         cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         hf_dataset = load_file(path, cache_root)
-        key = _cache_key(
-            file=_file_identity(Path(path)),
-            tokenizer=tokenizer_fingerprint(tokenizer),
-            text=text,
-            text_pair=text_pair,
-            max_length=resolve_max_length(tokenizer, max_length),
-            drop_invalid=drop_invalid,
-        )
         return cls.from_hf(
             hf_dataset,
             tokenizer,
@@ -215,7 +215,8 @@ class TextDataset(torch.utils.data.Dataset):
             label_names=label_names,
             drop_invalid=drop_invalid,
             transform=transform,
-            cache_file=cache_root / f"tokenized-{key}.arrow",
+            cache_dir=cache_root,
+            _source=_file_identity(Path(path)),
         )
 
     @classmethod
@@ -285,7 +286,8 @@ class TextDataset(torch.utils.data.Dataset):
         return self.transform(example) if self.transform is not None else example
 
     def __getitems__(self, indices: Sequence[int]) -> list[Example]:
-        """Examples at ``indices`` in one Arrow read, as dicts of numpy arrays (no copy per row)."""
+        """Examples at ``indices`` as dicts of numpy arrays: views of the Arrow buffers, sliced
+        without a copy per row (what ``DataLoader`` calls for a whole batch)."""
         examples = self._read(indices)
         if self.transform is not None:
             examples = [self.transform(example) for example in examples]
@@ -307,9 +309,31 @@ class TextDataset(torch.utils.data.Dataset):
         return examples
 
     def select(self, indices: Sequence[int] | np.ndarray) -> TextDataset:
-        """A new dataset of the examples at ``indices``, sharing label names and transform."""
-        subset = self.hf.select(np.asarray(indices, dtype=np.int64))
+        """A new dataset of the examples at ``indices`` (or where a boolean mask is True),
+        sharing label names and transform."""
+        indices = np.asarray(indices)
+        if indices.dtype == bool:
+            if indices.shape != (len(self),):
+                raise TextBatchError(
+                    f"a boolean mask must have one value per example ({len(self)}), "
+                    f"not {indices.shape}."
+                )
+            indices = np.flatnonzero(indices)
+        subset = self.hf.select(indices.astype(np.int64))
         return TextDataset(subset, label_names=self.label_names, transform=self.transform)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the Arrow-backed ``hf`` dataset (memory-mapped files pickle as their paths),
+        not the numpy views into it: DataLoader workers map the same files."""
+        state = self.__dict__.copy()
+        for key in ("_columns", "_labels", "_lengths"):
+            state.pop(key)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lengths = None
+        self._read_columns(self.hf)
 
     def __repr__(self) -> str:
         labels = f"{self.num_labels} labels" if self.has_labels else "unlabelled"
@@ -412,10 +436,13 @@ def _tokenize(
     text: str,
     text_pair: str | None,
     max_length: int,
-    cache_file: str | os.PathLike | None,
-    num_dropped: int,
+    cache_dir: str | os.PathLike | None,
+    source: dict[str, Any] | None,
 ) -> tuple[Any, bool]:
-    """Tokenise in batches with ``Dataset.map``; return the dataset and whether it was cached."""
+    """Tokenise in batches with ``Dataset.map``; return the dataset and whether it came from the
+    cache. The cache file is named by a key of everything that decides its contents: the rows
+    (the data's fingerprint, which changes with every selection, and the file's identity), the
+    tokenizer and the options."""
     import datasets
 
     keep_types = text_pair is not None or "token_type_ids" in tokenizer.model_input_names
@@ -424,26 +451,34 @@ def _tokenize(
         features["token_type_ids"] = datasets.List(datasets.Value("int8"))
     fingerprint = _cache_key(
         data=hf_dataset._fingerprint,
+        source=source,
         tokenizer=tokenizer_fingerprint(tokenizer),
         text=text,
         text_pair=text_pair,
         max_length=max_length,
-        dropped=num_dropped,
+        keep_types=keep_types,
     )
-    from_cache = cache_file is not None and Path(cache_file).is_file()
+    cache_file = None if cache_dir is None else Path(cache_dir) / f"tokenized-{fingerprint}.arrow"
+    from_cache = cache_file is not None and cache_file.is_file()
     if cache_file is not None:
-        Path(cache_file).parent.mkdir(parents=True, exist_ok=True)
-    tokenized = hf_dataset.map(
-        _TokenizeBatch(tokenizer, text, text_pair, max_length, keep_types),
-        batched=True,
-        batch_size=1000,
-        remove_columns=hf_dataset.column_names,
-        features=datasets.Features(features),
-        cache_file_name=None if cache_file is None else str(cache_file),
-        load_from_cache_file=True,
-        new_fingerprint=fingerprint,
-        desc="Tokenizing",
-    )
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+
+    def run(load_from_cache_file: bool) -> Any:
+        return hf_dataset.map(
+            _TokenizeBatch(tokenizer, text, text_pair, max_length, keep_types),
+            batched=True,
+            batch_size=1000,
+            remove_columns=hf_dataset.column_names,
+            features=datasets.Features(features),
+            cache_file_name=None if cache_file is None else str(cache_file),
+            load_from_cache_file=load_from_cache_file,
+            new_fingerprint=fingerprint,
+            desc="Tokenizing",
+        )
+
+    tokenized = run(load_from_cache_file=True)
+    if len(tokenized) != len(hf_dataset):  # a cache file that does not fit: tokenise again
+        tokenized, from_cache = run(load_from_cache_file=False), False
     return tokenized, from_cache
 
 
@@ -480,20 +515,27 @@ class _TokenizeBatch:
 
 
 def _invalid_row_error(
-    hf_dataset: Any, text_columns: list[str], label: str | None, bad: np.ndarray
+    hf_dataset: Any,
+    text_columns: list[str],
+    label: str | None,
+    bad: np.ndarray,
+    bad_text: np.ndarray,
 ) -> TextBatchError:
     row = int(np.flatnonzero(bad)[0])
-    values = hf_dataset[row]
-    for column in [*text_columns, *([label] if label else [])]:
+    if bad_text[row]:
+        values = hf_dataset[row]
+        column = next(
+            c for c in text_columns if not isinstance(values[c], str) or not values[c].strip()
+        )
         value = values[column]
-        if value is None or (isinstance(value, str) and not value.strip()):
-            what = "missing" if value is None else f"empty ({value!r})"
-            break
-        if column in text_columns and not isinstance(value, str):
+        if value is None:
+            what = "missing"
+        elif isinstance(value, str):
+            what = f"empty ({value!r})"
+        else:
             what = f"{type(value).__name__} {value!r}, not a string"
-            break
-    else:  # pragma: no cover - bad rows always have a bad value
-        column, what = text_columns[0], "invalid"
+    else:
+        column, what = label, "missing"
     return TextBatchError(
         f"row {row}, column {column!r} is {what}; {int(bad.sum())} of {len(bad)} rows have "
         "missing, non-string or empty text or labels. Fix the data, or pass drop_invalid=True to "
@@ -542,13 +584,29 @@ def records_to_columns(
                 values[i] = None  # dropped with the other invalid rows
         columns[name] = values
     if label is not None and label in keys:
-        values = [record.get(label) for record in records]
-        kinds = {type(v) for v in values if v is not None}
+        values = [_plain_label(record.get(label)) for record in records]
+        kinds = {_label_kind(v) for v in values if v is not None}
         if len(kinds) > 1:
-            names = sorted(k.__name__ for k in kinds)
             raise TextBatchError(
-                f"label column {label!r} mixes types {names}; make every label a string or "
-                "every label an int."
+                f"label column {label!r} mixes {' and '.join(sorted(kinds))} labels; make every "
+                "label a string or every label an int."
             )
         columns[label] = values
     return columns
+
+
+def _plain_label(value: Any) -> Any:
+    """A record's label as a plain Python value Arrow accepts: None for missing (NaN too),
+    Python ints for numpy and whole-float integers."""
+    text = label_text(value)  # raises for unusable values
+    if text is None:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, str):
+        return str(value)
+    return int(text)
+
+
+def _label_kind(value: Any) -> str:
+    return "boolean" if isinstance(value, bool) else type(value).__name__.replace("str", "string")

@@ -55,7 +55,7 @@ def next_fit(lengths: Sequence[int] | np.ndarray, capacity: int) -> list[list[in
     rows: list[list[int]] = []
     used = capacity
     for position, size in enumerate(lengths.tolist()):
-        if used + size > capacity:
+        if not rows or used + size > capacity:
             rows.append([])
             used = 0
         rows[-1].append(position)

@@ -7,8 +7,10 @@ import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
+from textbatch.columns import label_text
 from textbatch.data import Example, Transform, file_format, load_file, resolve_max_length
 from textbatch.distributed import resolve_rank
 from textbatch.errors import TextBatchError
@@ -73,9 +75,9 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
             text_pair is not None or "token_type_ids" in self.tokenizer.model_input_names
         )
         self.rank, self.num_replicas = resolve_rank(num_replicas, rank)
-        self.label_names = self._label_names(source, label, label_names)
-        # A ClassLabel feature streams label ids, not names.
-        self._ids_streamed = label_names is None and self.label_names is not None
+        # A ClassLabel feature streams label ids: these are its names, in id order.
+        self._streamed_names = self._class_label_names(source, label)
+        self.label_names = self._label_names(label, label_names, self._streamed_names)
         self._label_ids = (
             None if self.label_names is None else {n: i for i, n in enumerate(self.label_names)}
         )
@@ -108,8 +110,15 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
         return cls(load_file(path, streaming=True), tokenizer, **options)
 
     @staticmethod
+    def _class_label_names(source: Any, label: str | None) -> list[str] | None:
+        features = getattr(source, "features", None) if _is_hf_iterable(source) else None
+        feature = features.get(label) if features and label else None
+        names = getattr(feature, "names", None)
+        return list(names) if names else None
+
+    @staticmethod
     def _label_names(
-        source: Any, label: str | None, label_names: Sequence[Any] | None
+        label: str | None, label_names: Sequence[Any] | None, streamed: list[str] | None
     ) -> list[str] | None:
         if label is None:
             return None
@@ -118,13 +127,8 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
                 raise TextBatchError(
                     f"label_names={label_names!r} must be a non-empty list of label names."
                 )
-            return [str(name) for name in label_names]
-        features = getattr(source, "features", None) if _is_hf_iterable(source) else None
-        feature = features.get(label) if features else None
-        names = getattr(feature, "names", None)
-        if names:
-            return list(names)
-        return None  # decided on the first record: unlabelled if it has no label
+            return [label_text(name) for name in label_names]
+        return streamed  # else decided on the first record: unlabelled if it has no label
 
     # This dataset splits itself between ranks and workers (see BucketedStream).
     shards_itself = True
@@ -175,6 +179,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
                 yield position, record
 
     def __iter__(self) -> Iterator[Example]:
+        self.num_dropped = 0  # per pass (and per worker process)
         chunk: list[tuple[int, Mapping[str, Any]]] = []
         for position, record in self._records():
             chunk.append((position, record))
@@ -183,6 +188,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
                 chunk = []
         if chunk:
             yield from self._encode(chunk)
+        self._next_position = 0  # a finished pass: the next one starts from the beginning
         if self.num_dropped:
             warnings.warn(
                 f"textbatch dropped {self.num_dropped} streamed records with missing, non-string "
@@ -212,9 +218,11 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
                 example["token_type_ids"] = encoded["token_type_ids"][j]
             if self._label_ids is not None:
                 example["labels"] = self._label_id(position, record[self.label])
-            example["length"] = len(example["input_ids"])
+            if self.transform is not None:
+                example = self.transform(example)
+            example["length"] = len(example["input_ids"])  # after the transform: what is left
             self._next_position = position + 1
-            yield self.transform(example) if self.transform is not None else example
+            yield example
 
     def _valid(self, position: int, record: Mapping[str, Any]) -> bool:
         if not isinstance(record, Mapping):
@@ -233,9 +241,17 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
                 return self._reject(position, column, value)
         if self._label_ids is not None:
             value = record.get(self.label)
-            if value is None or (isinstance(value, str) and not value.strip()):
+            if self._label_name(value) is None:
                 return self._reject(position, self.label, value)
         return True
+
+    def _label_name(self, value: Any) -> str | None:
+        """The name of a streamed label value (None: missing)."""
+        names = self._streamed_names
+        if names is not None and isinstance(value, int | np.integer) and value < len(names):
+            return names[value] if value >= 0 else None  # ClassLabel: -1 means no label
+        text = label_text(value)
+        return None if text is None or not text.strip() else text
 
     def _decide_labels(self, record: Mapping[str, Any]) -> None:
         if self.label not in record:
@@ -264,10 +280,8 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
         return False
 
     def _label_id(self, position: int, value: Any) -> int:
-        assert self._label_ids is not None and self.label_names is not None
-        if self._ids_streamed and isinstance(value, int) and 0 <= value < len(self.label_names):
-            return value
-        label_id = self._label_ids.get(str(value))
+        assert self._label_ids is not None
+        label_id = self._label_ids.get(self._label_name(value))
         if label_id is None:
             raise TextBatchError(
                 f"label {value!r} (record {position}, column {self.label!r}) is not in "

@@ -105,7 +105,12 @@ def _wrap(backend: Any, **options: Any) -> Any:
     padding = backend.padding
     if padding and padding.get("pad_token"):
         special["pad_token"] = padding["pad_token"]
-    backend.no_padding()  # padding is the collator's job, not the tokenizer's
+    if padding or backend.truncation:  # a copy: the caller's tokenizer keeps its settings
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(backend.to_str())
+        backend.no_padding()  # padding is the collator's job, not the tokenizer's
+        backend.no_truncation()
     return PreTrainedTokenizerFast(
         tokenizer_object=backend,
         model_input_names=list(_MODEL_INPUT_NAMES),
@@ -212,5 +217,5 @@ class _CountingIterator:
                 raise TextBatchError(
                     f"text #{i} is {type(text).__name__} {text!r}, not a string; pass strings only."
                 )
-            self.count += 1
+            self.count += bool(text.strip())
             yield text
