@@ -108,6 +108,74 @@ def test_resume_contract_with_a_resumable_source(tokenizer, corpus_records):
         return BucketedStream(source, batch_size=8, buffer_size=64)
 
     check_save_load_state(make, epochs=2, stop_epoch=0)
+    check_save_load_state(make, epochs=3, stop_epoch=1)  # a later epoch: the source restarted
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "options",
+    [{"batch_size": 4, "buffer_size": 4}, {"max_tokens": 10_000, "buffer_size": 100}],
+)
+def test_a_buffer_that_fits_one_batch_ends(options):
+    examples = [{"input_ids": [i] * 5} for i in range(300)]
+    assert ids(BucketedStream(examples, **options)) == Counter(range(300))
+
+
+def test_complete_long_batches_are_not_held_back():
+    examples = synthetic(5000, seed=4)
+    lengths = {e["input_ids"][0]: len(e["input_ids"]) for e in examples}
+    batches = list(BucketedStream(examples, batch_size=32, buffer_size=256, drop_last=True))
+    dropped = set(range(5000)) - set(ids(batches))
+    assert len(dropped) == 5000 % 32  # only the final incomplete batch
+    longest = sorted(lengths, key=lengths.get)[-100:]
+    position = {i: n for n, b in enumerate(batches) for i in ids([b])}
+    assert np.mean([position[i] for i in longest if i in position]) < 0.8 * len(batches)
+
+
+class ResumableList:
+    """A resumable source that does not split itself between ranks."""
+
+    def __init__(self, items):
+        self.items, self.start, self.position = items, 0, 0
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        for position in range(start, len(self.items)):
+            self.position = position + 1  # past the record about to be handed out
+            yield self.items[position]
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.start = self.position = state["position"]
+
+
+def test_round_robin_split_survives_a_resume():
+    examples = synthetic(400, seed=5)
+    seen = Counter()
+    for rank in range(2):
+        first = BucketedStream(
+            ResumableList(examples), batch_size=4, buffer_size=40, num_replicas=2, rank=rank
+        )
+        iterator = iter(first)
+        head = [next(iterator) for _ in range(8)]
+        second = BucketedStream(
+            ResumableList(examples), batch_size=4, buffer_size=40, num_replicas=2, rank=rank
+        )
+        second.load_state_dict(first.state_dict())
+        seen += ids(head) + ids(second)
+    assert seen == Counter(range(400))
+
+
+def test_state_after_set_epoch_starts_the_epoch():
+    examples = synthetic(100, seed=6)
+    first = BucketedStream(ResumableList(examples), batch_size=4, buffer_size=20)
+    list(first)
+    first.set_epoch(1)
+    second = BucketedStream(ResumableList(examples), batch_size=4, buffer_size=20)
+    second.load_state_dict(first.state_dict())
+    assert ids(second) == Counter(range(100))
 
 
 def test_bad_input():
@@ -122,5 +190,7 @@ def test_bad_input():
     stream = BucketedStream([{"input_ids": [1]}], batch_size=1)
     with pytest.raises(TextBatchError, match="cannot resume"):
         stream.load_state_dict(
-            {"epoch": 0, "buffer": 0, "done": 1, "carry": [], "source": {"position": 3}}
+            {"epoch": 0, "buffer": 0, "done": 1, "carry": [], "source": {"position": 3}, "read": 3}
         )
+    with pytest.raises(TextBatchError, match="quadratic_length=0"):
+        BucketedStream([], max_tokens=100, quadratic_length=0)

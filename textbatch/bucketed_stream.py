@@ -29,6 +29,7 @@ from textbatch.distributed import resolve_rank
 from textbatch.errors import TextBatchError
 
 Example = Mapping[str, Any]
+_END = object()  # the end of the source
 
 
 def example_length(example: Example) -> int:
@@ -84,6 +85,7 @@ class BucketedStream(torch.utils.data.IterableDataset):
             ("batch_size", batch_size),
             ("max_tokens", max_tokens),
             ("buffer_size", buffer_size),
+            ("quadratic_length", quadratic_length),
         ):
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise TextBatchError(f"{name}={value!r} must be a positive int.")
@@ -113,26 +115,35 @@ class BucketedStream(torch.utils.data.IterableDataset):
             if batch_size is not None:
                 self._per_batch = np.minimum(self._per_batch, batch_size)
         self.epoch = 0
-        self._state = {"buffer": 0, "done": 0, "carry": [], "source": None}
+        self._state = self._fresh_state()
         self._resume: dict[str, Any] | None = None
+        self._read = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Use a different random order for epoch ``epoch`` (and tell the source, if it cares)."""
         self.epoch = int(epoch)
+        self._state = self._fresh_state()
         if hasattr(self.source, "set_epoch"):
             self.source.set_epoch(epoch)
 
+    @staticmethod
+    def _fresh_state() -> dict[str, Any]:
+        """Where a pass starts: buffer 0, nothing carried, the source from its beginning."""
+        return {"buffer": 0, "done": 0, "carry": [], "source": None, "read": 0}
+
     # ------------------------------------------------------------------ iteration
-    def _examples(self) -> Iterator[Example]:
+    def _examples(self, records: Iterator[Example], start: int) -> Iterator[Example]:
+        """This rank's and worker's share of ``records``, whose first is at ``start``."""
         if getattr(self.source, "shards_itself", False):
-            yield from self.source
+            yield from records
             return
         info = torch.utils.data.get_worker_info()
         workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
         if info is not None:
             os.environ["TOKENIZERS_PARALLELISM"] = "false"
         stride, offset = self.num_replicas * workers, self.rank * workers + worker
-        for position, example in enumerate(self.source):
+        for position, example in enumerate(records, start=start):
+            self._read = position + 1
             if position % stride == offset:
                 yield example
 
@@ -142,41 +153,34 @@ class BucketedStream(torch.utils.data.IterableDataset):
     def __iter__(self) -> Iterator[list[Example]]:
         info = torch.utils.data.get_worker_info()
         worker = 0 if info is None else info.id
-        resume, self._resume = self._resume, None
-        buffer_index, skip = (0, 0) if resume is None else (resume["buffer"], resume["done"])
-        buffer: list[Example] = [] if resume is None else list(resume["carry"])
-        self._state = {
-            "buffer": buffer_index,
-            "done": 0,
-            "carry": list(buffer),
-            "source": self._source_state(),
-        }
-        examples = self._examples()
-        while True:
-            for example in examples:
-                buffer.append(example)
-                if len(buffer) >= self.buffer_size:
-                    break
-            final = len(buffer) < self.buffer_size  # the source ran dry
-            rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, buffer_index])
-            batches, carry = self._bucket(buffer, rng, final)
-            source_after = self._source_state()
-            for k, batch in enumerate(batches):
-                if k < skip:
-                    continue
-                self._state["done"] = k + 1
-                yield batch
-            skip = 0
-            if final:
-                return
-            buffer_index += 1
-            buffer = carry
+        start, self._resume = self._resume or self._fresh_state(), None
+        buffer_index, skip = start["buffer"], start["done"]
+        buffer: list[Example] = list(start["carry"])
+        self._read = start["read"]  # records taken from the source so far (all ranks')
+        examples = self._examples(iter(self.source), self._read)  # the source starts now
+        exhausted = False
+        while not exhausted:
             self._state = {
                 "buffer": buffer_index,
                 "done": 0,
-                "carry": list(carry),
-                "source": source_after,
+                "carry": list(buffer),
+                "source": self._source_state(),
+                "read": self._read,
             }
+            while len(buffer) < self.buffer_size:
+                example = next(examples, _END)
+                if example is _END:
+                    exhausted = True
+                    break
+                buffer.append(example)
+            rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker, buffer_index])
+            batches, buffer = self._bucket(buffer, rng, final=exhausted)
+            for k, batch in enumerate(batches):
+                if k >= skip:
+                    self._state["done"] = k + 1
+                    yield batch
+            skip = 0
+            buffer_index += 1
 
     def _bucket(
         self, buffer: list[Example], rng: np.random.Generator, final: bool
@@ -208,18 +212,25 @@ class BucketedStream(torch.utils.data.IterableDataset):
             ).tolist()
         batches = [order[a:b] for a, b in itertools.pairwise(bounds)]
         carry: list[Example] = []
-        if not final:  # the last (longest, maybe part-filled) batch waits for more examples
-            carry = [buffer[i] for i in batches.pop()]
-        elif self.drop_last and (
-            self.max_tokens is not None or len(batches[-1]) < (self.batch_size or 0)
-        ):
+        incomplete = self._incomplete(batches[-1], lengths)
+        if not final and incomplete and len(batches) > 1:
+            carry = [buffer[i] for i in batches.pop()]  # the part-filled last batch waits
+        elif final and incomplete and self.drop_last:
             batches.pop()
         return [[buffer[i] for i in batches[j]] for j in rng.permutation(len(batches))], carry
+
+    def _incomplete(self, batch: np.ndarray, lengths: np.ndarray) -> bool:
+        """Fewer than ``batch_size`` examples, or (by token budget) under half the budget."""
+        if self.max_tokens is None:
+            return len(batch) < self.batch_size
+        width = batch_cost(lengths[batch].max(), self.pad_to_multiple_of, self.quadratic_length)
+        return len(batch) * width < self.max_tokens / 2
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         """Where the stream stands: the source's state when the current buffer began, the
-        examples carried into it, and how many of its batches were yielded."""
+        examples carried into it, how many source records were read before it, and how many of
+        its batches were yielded."""
         carry = [
             {k: v.tolist() if hasattr(v, "tolist") else v for k, v in example.items()}
             for example in self._state["carry"]
@@ -228,16 +239,19 @@ class BucketedStream(torch.utils.data.IterableDataset):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue after the last batch yielded before ``state`` was taken; the source must be
-        resumable (have ``load_state_dict``), e.g. a ``StreamingTextDataset``."""
-        expected = {"epoch", "buffer", "done", "carry", "source"}
+        resumable (have ``state_dict``/``load_state_dict``), e.g. a ``StreamingTextDataset``."""
+        expected = {"epoch", "buffer", "done", "carry", "source", "read"}
         if not isinstance(state, dict) or set(state) != expected:
             raise TextBatchError(f"not a BucketedStream state; expected keys {sorted(expected)}.")
+        started = state["buffer"] > 0 or state["done"] > 0
+        if started and (state["source"] is None or not hasattr(self.source, "load_state_dict")):
+            raise TextBatchError(
+                f"the source {type(self.source).__name__} cannot resume (it has no "
+                "state_dict/load_state_dict); use a resumable source such as "
+                "StreamingTextDataset, or start the epoch again."
+            )
         if state["source"] is not None:
-            if not hasattr(self.source, "load_state_dict"):
-                raise TextBatchError(
-                    f"the source {type(self.source).__name__} cannot resume (it has no "
-                    "load_state_dict); use a resumable source such as StreamingTextDataset."
-                )
             self.source.load_state_dict(state["source"])
         self.epoch = int(state["epoch"])
-        self._resume = {"buffer": state["buffer"], "done": state["done"], "carry": state["carry"]}
+        self._resume = {k: state[k] for k in ("buffer", "done", "carry", "read")}
+        self._state = {**self._resume, "source": state["source"]}

@@ -150,10 +150,8 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
         self._next_position = self._resume_from
 
     # ------------------------------------------------------------------ iteration
-    def _records(self) -> Iterator[tuple[int, Mapping[str, Any]]]:
-        """This worker's share of ``(position, record)`` pairs, after a resumed position."""
-        skip, self._resume_from = self._resume_from, 0
-        self._next_position = skip
+    def _records(self, skip: int) -> Iterator[tuple[int, Mapping[str, Any]]]:
+        """This worker's share of ``(position, record)`` pairs, from position ``skip`` on."""
         for position, record in self._all_records():
             if position >= skip:
                 yield position, record
@@ -179,9 +177,15 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
                 yield position, record
 
     def __iter__(self) -> Iterator[Example]:
+        # Set up eagerly, so that state_dict() describes this pass as soon as it is asked for.
+        skip, self._resume_from = self._resume_from, 0
+        self._next_position = skip
         self.num_dropped = 0  # per pass (and per worker process)
+        return self._examples(skip)
+
+    def _examples(self, skip: int) -> Iterator[Example]:
         chunk: list[tuple[int, Mapping[str, Any]]] = []
-        for position, record in self._records():
+        for position, record in self._records(skip):
             chunk.append((position, record))
             if len(chunk) == self.tokenize_batch_size:
                 yield from self._encode(chunk)
