@@ -154,11 +154,27 @@ def test_token_budget_bounds_match_a_greedy_walk(lengths, budget, cap, multiple,
     [
         ([0, 4, 8], 2, False, [0, 4, 8], 0, 0),
         ([0, 4, 8, 9], 2, False, [0, 2, 4, 8, 9], 0, 0),
-        ([0, 4, 8, 9], 2, True, [0, 4, 8], 1, 0),
+        ([0, 4, 8, 9], 2, True, [0, 4, 8], 1, 0),  # without rng: the last batch goes
         ([0, 1, 2, 3], 4, False, [0, 1, 2, 3], 0, 1),
         ([0, 6], 3, False, [0, 1, 3, 6], 0, 0),  # halve the largest batch, twice
     ],
 )
 def test_split_for_replicas(bounds, replicas, drop_last, expected, dropped, missing):
-    got, got_dropped, got_missing = split_for_replicas(np.array(bounds), replicas, drop_last)
+    order = np.arange(bounds[-1]) * 10
+    got_order, got, got_dropped, got_missing = split_for_replicas(
+        order, np.array(bounds), replicas, drop_last
+    )
     assert (got.tolist(), got_dropped, got_missing) == (expected, dropped, missing)
+    assert got_order.tolist() == order[: got[-1]].tolist()
+
+
+def test_split_for_replicas_drops_batches_at_random():
+    order, bounds = np.arange(10), np.array([0, 2, 4, 6, 8, 10])
+    dropped = set()
+    for seed in range(20):
+        kept, new_bounds, gone, _ = split_for_replicas(
+            order, bounds, 2, True, np.random.default_rng(seed)
+        )
+        assert gone == 2 and len(new_bounds) == 5 and len(kept) == 8
+        dropped |= set(range(10)) - set(kept.tolist())
+    assert len(dropped) > 2  # not always the same batch

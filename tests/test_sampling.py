@@ -461,3 +461,36 @@ def test_bad_lengths():
         BucketBatchSampler([], 4)
     with pytest.raises(TextBatchError, match=r"lengths\[1\] = 0"):
         BucketBatchSampler([3, 0], 4)
+
+
+def test_resuming_a_finished_epoch_without_set_epoch_moves_on():
+    lengths = long_tailed(200, seed=20)
+    first = BucketBatchSampler(lengths, 8)
+    list(first)
+    resumed = BucketBatchSampler(lengths, 8)
+    resumed.load_state_dict(first.state_dict())
+    assert len(resumed) == len(first.batches(1))
+    assert list(resumed) == first.batches(1)
+
+
+def test_token_budget_drop_last_drops_different_examples_each_epoch():
+    lengths = np.full(330, 100)
+    lengths[:3] = [400, 390, 380]  # the longest would always go if the last batches did
+    samplers, _ = all_rank_batches(lengths, 4, max_tokens=2000, drop_last=True)
+    missing = set()
+    for epoch in range(5):
+        used = set()
+        for sampler in samplers:
+            used |= {i for b in sampler.batches(epoch) for i in b}
+        assert samplers[0].plan(epoch).dropped == 330 - len(used) > 0
+        missing.add(frozenset(set(range(330)) - used))
+    assert len(missing) > 1
+
+
+def test_packing_with_more_ranks_than_examples_repeats_the_fewest():
+    samplers, per_rank = all_rank_batches(
+        np.array([5, 6, 7]), 5, max_tokens=100, packing_capacity=50
+    )
+    assert [len(b) for b in per_rank] == [1] * 5
+    assert samplers[0].num_repeated == 2
+    assert {i for batches in per_rank for b in batches for i in b} == {0, 1, 2}

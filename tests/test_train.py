@@ -250,3 +250,60 @@ def test_fit_on_a_stream(tokenizer, corpus_records):
     )
     assert all(record["real_tokens"] == history[0]["real_tokens"] for record in history)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+@pytest.mark.parametrize("stop", [3, 20])
+def test_resume_with_a_plain_shuffled_dataloader(tokenizer, data, tmp_path, stop):
+    """No sampler state: the interrupted epoch's order is replayed from its starting RNG."""
+    train, _, collate = data
+
+    def loader():
+        return torch.utils.data.DataLoader(train, batch_size=32, shuffle=True, collate_fn=collate)
+
+    options = {"epochs": 2, "lr": 5e-2, "seed": 3, "progress": False}
+    reference = small_model(tokenizer)
+    expected = fit(reference, loader(), out_dir=tmp_path / "whole", **options)
+    fit(
+        small_model(tokenizer), loader(), out_dir=tmp_path / "cut", stop_after_steps=stop, **options
+    )
+    resumed = small_model(tokenizer, seed=9)
+    history = fit(resumed, loader(), out_dir=tmp_path / "cut", resume=True, **options)
+    assert without_timing(history) == without_timing(expected)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_a_fresh_shorter_run_in_the_same_folder_keeps_its_checkpoint(tokenizer, data, tmp_path):
+    fit(small_model(tokenizer), *loaders(data), epochs=3, out_dir=tmp_path, progress=False)
+    fit(small_model(tokenizer), *loaders(data), epochs=1, out_dir=tmp_path, progress=False)
+    latest = (tmp_path / "checkpoints" / "latest").read_text().strip()
+    assert (tmp_path / "checkpoints" / latest).is_dir()
+    fit(
+        small_model(tokenizer),
+        *loaders(data),
+        epochs=1,
+        out_dir=tmp_path,
+        resume=True,
+        progress=False,
+    )
+
+
+def test_stop_after_steps_counts_a_streams_last_short_step(tokenizer, corpus_records, tmp_path):
+    from textbatch import BucketedStream, StreamingTextDataset
+
+    names = sorted({r["label"] for r in corpus_records})
+    stream = StreamingTextDataset(corpus_records[:200], tokenizer, label_names=names)
+    loader = torch.utils.data.DataLoader(
+        BucketedStream(stream, batch_size=32, buffer_size=64),
+        batch_size=None,
+        collate_fn=PaddingCollator.from_tokenizer(tokenizer),
+    )
+    batches = sum(1 for _ in loader)  # 7 batches: 3 steps of 2, then a last step of 1
+    history = fit(
+        small_model(tokenizer), loader, epochs=2, grad_accum=2, batches_per_epoch=20,
+        stop_after_steps=-(-batches // 2), out_dir=tmp_path, progress=False,
+    )  # fmt: skip
+    assert history == []  # stopped at the epoch's last step, before the epoch was recorded
+    assert (
+        tmp_path / "checkpoints" / "latest"
+    ).read_text().strip() == f"step-{-(-batches // 2):08d}"

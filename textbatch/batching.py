@@ -194,29 +194,44 @@ def token_budget_bounds(
 
 
 def split_for_replicas(
-    bounds: np.ndarray, num_replicas: int, drop_last: bool = False
-) -> tuple[np.ndarray, int, int]:
-    """Make the number of batches a multiple of ``num_replicas``.
+    order: np.ndarray,
+    bounds: np.ndarray,
+    num_replicas: int,
+    drop_last: bool = False,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Make the number of batches (``order[bounds[b]:bounds[b + 1]]``) a multiple of
+    ``num_replicas``.
 
-    Without ``drop_last`` the batches with the most examples are halved until it is (every
-    half still fits its budget). Where every batch holds a single example already, the
-    remaining batches must repeat examples: their number is returned as ``missing``.
-    With ``drop_last`` the leftover batches at the end of the order are dropped instead.
-    Returns ``(bounds, dropped_items, missing_batches)``.
+    Without ``drop_last`` the batches with the most examples are halved until it is (a half
+    fits wherever the whole did). Where every batch holds one example already, the rest must
+    repeat examples: their number is returned as ``missing``. With ``drop_last`` the leftover
+    batches are dropped instead, chosen with ``rng`` (the last ones without it), so that it is
+    not always the same examples. Returns ``(order, bounds, dropped_items, missing_batches)``.
     """
     extra = (len(bounds) - 1) % num_replicas
     if extra == 0:
-        return bounds, 0, 0
+        return order, bounds, 0, 0
     if drop_last:
-        keep = len(bounds) - extra
-        return bounds[:keep], int(bounds[-1] - bounds[keep - 1]), 0
+        batches = len(bounds) - 1
+        gone = (
+            np.arange(batches - extra, batches)
+            if rng is None
+            else rng.choice(batches, extra, replace=False)
+        )
+        keep = np.ones(batches, dtype=bool)
+        keep[gone] = False
+        sizes = np.diff(bounds)
+        kept = np.repeat(keep, sizes)
+        new_bounds = np.concatenate([[0], np.cumsum(sizes[keep])])
+        return order[kept], new_bounds, int(sizes[~keep].sum()), 0
     needed = num_replicas - extra
     bounds = bounds.copy()
     for done in range(needed):
         sizes = np.diff(bounds)
         largest = int(np.argmax(sizes))
         if sizes[largest] < 2:
-            return bounds, 0, needed - done
+            return order, bounds, 0, needed - done
         middle = bounds[largest] + sizes[largest] // 2
         bounds = np.insert(bounds, largest + 1, middle)
-    return bounds, 0, 0
+    return order, bounds, 0, 0

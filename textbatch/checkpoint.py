@@ -57,11 +57,12 @@ def save_checkpoint(
     model: torch.nn.Module,
     objects: dict[str, Any],
     state: dict[str, Any],
+    rng: dict[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` under ``folder`` atomically; keep the newest ``KEEP``.
 
     ``objects`` maps names to things with ``state_dict()`` (optimizer, scheduler, scaler);
-    ``state`` is plain JSON data.
+    ``state`` is plain JSON data; ``rng`` holds RNG states (default: the current ones).
     """
     from safetensors.torch import save_file
 
@@ -75,17 +76,22 @@ def save_checkpoint(
         for key, obj in objects.items():
             if obj is not None:
                 torch.save(obj.state_dict(), tmp / f"{key}.pt")
-        torch.save(rng_states(), tmp / "rng.pt")
+        torch.save(rng if rng is not None else rng_states(), tmp / "rng.pt")
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
         final = folder / name
-        if final.exists():
-            shutil.rmtree(final)
+        if final.exists():  # the same step again (an epoch's end on a checkpoint_every step)
+            final.rename(tmp.with_name(tmp.name + ".old"))  # aside, not deleted, until replaced
         tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     write_text(folder / "latest", name + "\n")
-    for old in sorted(folder.glob("step-*"))[:-KEEP]:
+    shutil.rmtree(tmp.with_name(tmp.name + ".old"), ignore_errors=True)
+    # Keep the newest by time (a fresh run may leave higher step numbers behind), never this one.
+    others = sorted(
+        (p for p in folder.glob("step-*") if p != final), key=lambda p: p.stat().st_mtime
+    )
+    for old in others[: max(0, len(others) - (KEEP - 1))]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -20,7 +20,7 @@ def make_loader(
     collate: PaddingCollator | PackingCollator,
     *,
     sampler: str = "bucket",
-    batch_size: int | None = 32,
+    batch_size: int | None = None,
     max_tokens: int | None = None,
     shuffle: bool = True,
     seed: int = 0,
@@ -31,8 +31,8 @@ def make_loader(
 ) -> DataLoader:
     """A ``DataLoader`` over ``dataset`` with one of the strategies in ``SAMPLERS``:
 
-    - ``"bucket"``: ``BucketBatchSampler`` (batch size and/or token budget), reshuffled per epoch
-      when ``shuffle``; sorted by length otherwise (evaluation).
+    - ``"bucket"``: ``BucketBatchSampler`` (batch size and/or token budget; 32 examples when
+      neither is given), reshuffled per epoch when ``shuffle``; sorted by length otherwise.
     - ``"random"``: shuffled batches of ``batch_size``, padded to their longest example (what
       ``DataLoader(shuffle=True)`` gives; ``DistributedSampler`` across ranks).
     - ``"sorted"``: a full sort by length, the same every epoch.
@@ -43,6 +43,8 @@ def make_loader(
     """
     if sampler not in SAMPLERS:
         raise TextBatchError(f"sampler={sampler!r} must be one of {', '.join(SAMPLERS)}.")
+    if batch_size is None and max_tokens is None:
+        batch_size = 32
     if packing_capacity is not None:
         if sampler != "bucket":
             raise TextBatchError(

@@ -78,17 +78,14 @@ def plan_packed_batches(
     rows_per_batch: int,
     window: int,
     rng: np.random.Generator | None,
-    num_replicas: int = 1,
-    drop_last: bool = False,
-) -> tuple[np.ndarray, np.ndarray, int]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut ``order`` (dataset indices, already shuffled) into batches of whole packed rows.
 
     Each window of ``window`` indices is packed by best-fit decreasing; the rows of all windows
     (shuffled with ``rng``) are grouped ``rows_per_batch`` at a time, and each batch lists its
     rows one after another, so that :func:`pack_rows` lays it out in at most
-    ``rows_per_batch`` rows. Batches are then halved (or, with ``drop_last``, the last ones
-    dropped) until their number is a multiple of ``num_replicas``.
-    Returns ``(indices in batch order, batch bounds, dropped indices)``.
+    ``rows_per_batch`` rows (and so does any part of it). Returns ``(indices in batch order,
+    batch bounds)``.
     """
     rows: list[np.ndarray] = []
     for start in range(0, len(order), window):
@@ -96,25 +93,10 @@ def plan_packed_batches(
         rows.extend(part[np.asarray(row)] for row in best_fit_decreasing(lengths[part], capacity))
     if rng is not None:
         rows = [rows[i] for i in rng.permutation(len(rows))]
-    batches = [
-        np.concatenate(rows[i : i + rows_per_batch]) for i in range(0, len(rows), rows_per_batch)
-    ]
-    dropped = 0
-    extra = len(batches) % num_replicas
-    if extra and drop_last:
-        dropped = sum(len(b) for b in batches[-extra:])
-        batches = batches[:-extra]
-    while len(batches) % num_replicas:
-        largest = max(range(len(batches)), key=lambda b: len(batches[b]))
-        if len(batches[largest]) < 2:
-            raise TextBatchError(
-                f"cannot give each of {num_replicas} ranks a batch: there are only "
-                f"{sum(map(len, batches))} sequences"
-            )
-        batch = batches.pop(largest)
-        half = len(batch) // 2  # each half lists whole rows and a part of one: it still fits
-        batches[largest:largest] = [batch[:half], batch[half:]]
-    sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
-    bounds = np.concatenate([[0], np.cumsum(sizes)])
-    indices = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
-    return indices, bounds, dropped
+    sizes = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+    row_bounds = np.concatenate([[0], np.cumsum(sizes)])
+    indices = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    bounds = row_bounds[::rows_per_batch]  # every rows_per_batch-th row starts a batch
+    if bounds[-1] != row_bounds[-1]:
+        bounds = np.append(bounds, row_bounds[-1])
+    return indices, bounds

@@ -78,8 +78,11 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         shuffle: reshuffle each epoch (``set_epoch``); False gives a fixed order sorted by length,
             for evaluation.
         seed: the epochs' batches are a function of (lengths, options, seed, epoch) alone.
-        drop_last: drop incomplete batches (``num_dropped`` says how many examples that was);
-            otherwise every example is used exactly once per epoch.
+        drop_last: by batch size, drop incomplete batches (and, across ranks, batches that do not
+            make a whole step of one per rank); by token budget or packing, where no batch is
+            "incomplete", drop only batches that do not make a whole step, chosen at random.
+            ``num_dropped`` says how many examples that was. Otherwise every example is used
+            exactly once per epoch.
         num_replicas, rank: shard across ranks (default: from ``torch.distributed`` when it is
             initialised). Every rank yields the same number of batches and each example goes to
             one rank; the batches of one step have similar lengths.
@@ -140,7 +143,9 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.drop_last = bool(drop_last)
         self.rank, self.num_replicas = resolve_rank(num_replicas, rank)
         if not 0 <= mix <= 1000:
-            raise TextBatchError(f"mix={mix!r} must be a number of batches >= 0 (default 1).")
+            raise TextBatchError(
+                f"mix={mix!r} must be a number of batches from 0 to 1000 (default 1)."
+            )
         self.mix = float(mix)
         self.pad_to_multiple_of = check_pad_to_multiple_of(pad_to_multiple_of)
         self.quadratic_length = _positive_int("quadratic_length", quadratic_length)
@@ -161,6 +166,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self.epoch = 0
         self._position = 0  # steps of the current epoch already yielded
         self._completed = False  # the current epoch was iterated to its end
+        self._just_loaded = False  # a state was loaded and no pass has begun since
         self._plan: EpochPlan | None = None
         self._fingerprint: str | None = None
         self._codes: np.ndarray | None = None  # sort code of each length
@@ -168,10 +174,16 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self._tied_codes: np.ndarray | None = None  # codes in that order
         self._code_counts: np.ndarray | None = None  # examples per code
         if self.drop_last and len(self) == 0:
+            examples = self.num_samples or len(self.lengths)
+            what = (
+                f"one batch of {self.batch_size}"
+                if self.max_tokens is None
+                else f"{self.num_replicas} batches of {self.max_tokens} tokens"
+            )
             raise TextBatchError(
-                f"with drop_last=True an epoch would be empty: {len(self.lengths)} examples do "
-                f"not fill one batch of {self.batch_size} per rank ({self.num_replicas} ranks). "
-                "Use drop_last=False or a smaller batch_size."
+                f"with drop_last=True an epoch would be empty: {examples} examples do not make "
+                f"{what} per rank ({self.num_replicas} ranks). Use drop_last=False, smaller "
+                "batches or fewer ranks."
             )
 
     # ------------------------------------------------------------------ checks
@@ -290,17 +302,11 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         # A window of about `packing_window` rows' worth of examples is packed at a time.
         per_row = self.packing_capacity / max(float(lengths[order].mean()), 1.0)
         window = max(1, round(self.packing_window * per_row))
-        indices, bounds, dropped = plan_packed_batches(
-            lengths,
-            order,
-            self.packing_capacity,
-            self.max_tokens // self.packing_capacity,
-            window,
-            rng,
-            self.num_replicas,
-            self.drop_last,
-        )
-        return self._finish(indices, bounds, rng, dropped, 0)
+        indices, bounds = plan_packed_batches(
+            lengths, order, self.packing_capacity, self.max_tokens // self.packing_capacity,
+            window, rng,
+        )  # fmt: skip
+        return self._balance(indices, bounds, rng)
 
     def _length_order(
         self, items: np.ndarray | None, rng: np.random.Generator | None, per_batch: np.ndarray
@@ -362,16 +368,21 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         if len(alone):
             order = np.concatenate([order, alone])
             bounds = np.concatenate([bounds, bounds[-1] + np.arange(1, len(alone) + 1)])
-        bounds, dropped, missing = split_for_replicas(bounds, self.num_replicas, self.drop_last)
-        repeated = 0
-        if missing:  # every batch holds one example already: the fewest repeats possible
-            picker = rng if rng is not None else self._rng(0, _PICKS)
+        return self._balance(order, bounds, rng)
+
+    def _balance(
+        self, order: np.ndarray, bounds: np.ndarray, rng: np.random.Generator | None
+    ) -> EpochPlan:
+        """Whole steps of one batch per rank: halve batches, drop some (``drop_last``), or,
+        where every batch holds one example already, repeat the fewest examples possible."""
+        picker = rng if rng is not None else self._rng(0, _PICKS)
+        order, bounds, dropped, missing = split_for_replicas(
+            order, bounds, self.num_replicas, self.drop_last, picker
+        )
+        if missing:
             order = np.concatenate([order, picker.choice(order, size=missing)])
             bounds = np.concatenate([bounds, bounds[-1] + np.arange(1, missing + 1)])
-            repeated = missing
-        if dropped:
-            order = order[: bounds[-1]]
-        return self._finish(order, bounds, rng, dropped, repeated)
+        return self._finish(order, bounds, rng, dropped, missing)
 
     def _finish(
         self,
@@ -394,7 +405,9 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
     # ------------------------------------------------------------------ the Sampler interface
     def __iter__(self) -> Iterator[list[int]]:
         if self._completed:  # a finished pass moves on, for loops that never call set_epoch
+            self._just_loaded = False
             self.set_epoch(self.epoch + 1)
+        self._just_loaded = False
         plan = self.plan()
         steps = len(plan.steps)
         # Completion is marked with the last batch: loops such as Trainer's never ask for more.
@@ -419,9 +432,10 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             self.epoch = int(epoch)
             self._plan = None
             self._position = 0
-        elif self._completed:
+        elif self._completed and not self._just_loaded:
             self._position = 0
         self._completed = False
+        self._just_loaded = False
 
     @property
     def num_dropped(self) -> int:
@@ -482,7 +496,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         return {
             "version": self.STATE_VERSION,
             "epoch": self.epoch,
-            "position": consumed,
+            "position": consumed,  # == the epoch's batches: the epoch is finished
             "num_examples": len(self.lengths),
             "lengths_fingerprint": self._data_fingerprint(),
             "options": self._options(),
@@ -524,13 +538,16 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             )
         self.epoch = int(state["epoch"])
         self._plan = None
-        self._completed = False
         steps = len(self.plan().steps)
         if not 0 <= state["position"] <= steps:
             raise TextBatchError(
                 f"position {state['position']} is outside epoch {self.epoch}'s {steps} batches."
             )
         self._position = int(state["position"])
+        # A finished epoch: the next pass moves on, unless set_epoch asks for this epoch again
+        # (a loop that resumes by calling set_epoch(epoch) gets the rest of it: nothing).
+        self._completed = self._position == steps
+        self._just_loaded = True
 
     def __repr__(self) -> str:
         budget = f"max_tokens={self.max_tokens}, " if self.max_tokens else ""

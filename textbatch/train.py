@@ -20,7 +20,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from textbatch.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, set_rng_states
+from textbatch.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    rng_states,
+    save_checkpoint,
+    set_rng_states,
+)
 from textbatch.errors import TextBatchError
 from textbatch.io import write_json
 
@@ -125,7 +131,7 @@ def evaluate(
     """Accuracy, macro-F1 (over the classes present in labels or predictions) and mean loss per
     example, over all ranks' shares of ``loader``."""
     device = resolve_device(device)
-    model.eval()
+    model.to(device).eval()
     num_labels = _unwrap(model).num_labels
     confusion = torch.zeros(num_labels, num_labels, dtype=torch.float64, device=device)
     loss_sum = 0.0
@@ -240,6 +246,11 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    if dist.is_available() and dist.is_initialized() and not hasattr(train_loader, "__len__"):
+        raise TextBatchError(
+            "a stream cannot promise every rank the same number of batches, and DDP would hang "
+            "on the rank that runs out first; train on a map-style dataset across ranks."
+        )
     if batches_per_epoch is None:
         try:
             batches_per_epoch = len(train_loader)
@@ -260,15 +271,17 @@ def fit(
     checkpoints = None if out_dir is None else Path(out_dir) / "checkpoints"
 
     state: dict[str, Any] = {"epoch": 0, "position": 0, "step": 0, "history": [], "meter": None}
-    rng_to_restore = None
+    resumed_rng = None
     if resume and checkpoints is not None and (path := latest_checkpoint(checkpoints)):
-        state, rng_to_restore = load_checkpoint(path, _unwrap(model), objects)
+        state, resumed_rng = load_checkpoint(path, _unwrap(model), objects)
         _check_options(state.get("options", {}), options, path)
         sampler = _batch_sampler(train_loader)
         if sampler is not None and state.get("sampler") is not None:
             sampler.load_state_dict(state["sampler"])
         if main and log:
             print(f"resuming from {path} (epoch {state['epoch'] + 1}, step {state['step']})")
+
+    epoch_rng: dict[str, Any] = {}  # the RNG states when the current epoch began
 
     def checkpoint(meter: dict[str, float] | None) -> None:
         if checkpoints is None or not main:
@@ -280,17 +293,33 @@ def fit(
             "meter": meter,
             "sampler": None if sampler is None else sampler.state_dict(position=state["position"]),
         }
-        save_checkpoint(checkpoints, state["step"], _unwrap(model), objects, saved)
+        now = rng_states()
+        rng = {"now": now, "epoch_start": epoch_rng if state["position"] else now}
+        save_checkpoint(checkpoints, state["step"], _unwrap(model), objects, saved, rng)
+
+    def optimizer_step(meter: dict[str, float], started: float) -> bool:
+        """Step, count, checkpoint when due; True when training should stop here."""
+        _optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm)
+        state["step"] += 1
+        stop = stop_after_steps is not None and state["step"] >= stop_after_steps
+        if stop or (checkpoint_every and state["step"] % checkpoint_every == 0):
+            meter["seconds"] += time.perf_counter() - started
+            checkpoint(meter)
+            meter["seconds"] -= time.perf_counter() - started  # counted once, at the end
+        return stop
 
     for epoch in range(state["epoch"], epochs):
         _set_epoch(train_loader, epoch)
+        if resumed_rng is not None:  # the epoch's first draws as they were, e.g. its order
+            set_rng_states(resumed_rng["epoch_start"])
+        epoch_rng = rng_states()
         iterator = iter(train_loader)
-        if rng_to_restore is not None:  # after the iterator, which draws its own seed
-            set_rng_states(rng_to_restore)
-            rng_to_restore = None
         if state["position"] and _batch_sampler(train_loader) is None:
             for _ in range(state["position"]):  # no sampler state: replay the order
                 next(iterator)
+        if resumed_rng is not None:  # then carry on from where the run stopped
+            set_rng_states(resumed_rng["now"])
+            resumed_rng = None
         meter = state["meter"] or {"loss": 0.0, "sequences": 0.0, "real": 0.0, "padded": 0.0}
         meter.setdefault("seconds", 0.0)
         started = time.perf_counter()
@@ -298,8 +327,8 @@ def fit(
         bar = _progress(progress and main, batches_per_epoch - state["position"], epoch, epochs)
         accumulated = 0
         for batch in iterator:
+            real, padded = _tokens(batch)  # on the CPU, before the copy
             batch = to_device(batch, device)
-            real, padded = _tokens(batch)
             sync = accumulated + 1 == grad_accum or state["position"] + 1 == batches_per_epoch
             with _no_sync(model, sync), _autocast(device, amp):
                 loss = model(**batch).loss
@@ -316,37 +345,24 @@ def fit(
                 scaler.scale(loss / grad_accum).backward()
             accumulated += 1
             state["position"] += 1
-            sequences = len(batch["input_ids"]) if "labels" not in batch else len(batch["labels"])
+            sequences = len(batch["labels"]) if "labels" in batch else len(batch["input_ids"])
             meter["loss"] += float(loss.detach()) * sequences
             meter["sequences"] += sequences
             meter["real"] += real
             meter["padded"] += padded
             if bar is not None:
-                elapsed = meter["seconds"] + time.perf_counter() - started
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{meter['loss'] / meter['sequences']:.4f}",
-                    tok_s=f"{meter['real'] / max(elapsed, 1e-9):,.0f}",
-                    pad=f"{1 - meter['real'] / meter['padded']:.1%}",
-                )
+                _show(bar, meter, meter["seconds"] + time.perf_counter() - started)
             if sync:
-                _optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm)
                 accumulated = 0
-                state["step"] += 1
-                stop = stop_after_steps is not None and state["step"] >= stop_after_steps
-                if stop or (checkpoint_every and state["step"] % checkpoint_every == 0):
-                    meter["seconds"] += time.perf_counter() - started
-                    started = time.perf_counter()
-                    checkpoint(meter)
-                if stop:
+                if optimizer_step(meter, started):
                     if bar is not None:
                         bar.close()
                     return state["history"]
-        if accumulated:  # a stream's last, short accumulation
-            _optimizer_step(model, optimizer, scheduler, scaler, max_grad_norm)
-            state["step"] += 1
+        stopped = bool(accumulated) and optimizer_step(meter, started)  # a stream's last one
         if bar is not None:
             bar.close()
+        if stopped:
+            return state["history"]
         meter["seconds"] += time.perf_counter() - started
         record = _epoch_record(epoch, meter, device)
         if eval_loader is not None:
@@ -361,6 +377,16 @@ def fit(
                 write_json(Path(out_dir) / "history.json", state["history"])
         checkpoint(None)
     return state["history"]
+
+
+def _show(bar: Any, meter: dict[str, float], elapsed: float) -> None:
+    """The progress bar's step: running loss, real tokens per second, padding so far."""
+    bar.update(1)
+    bar.set_postfix(
+        loss=f"{meter['loss'] / meter['sequences']:.4f}",
+        tok_s=f"{meter['real'] / max(elapsed, 1e-9):,.0f}",
+        pad=f"{1 - meter['real'] / meter['padded']:.1%}",
+    )
 
 
 def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
