@@ -167,7 +167,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self._position = 0  # steps of the current epoch already yielded
         self._completed = False  # the current epoch was iterated to its end
         self._just_loaded = False  # a state was loaded and no pass has begun since
-        self._plan: EpochPlan | None = None
+        self._plans: dict[int, EpochPlan] = {}  # cached plans by epoch
         self._fingerprint: str | None = None
         self._codes: np.ndarray | None = None  # sort code of each length
         self._ties: np.ndarray | None = None  # a fixed random order among equal codes
@@ -273,12 +273,13 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         """The whole plan of an epoch (default: the current one), for all ranks; plans are
         cached for the current epoch only."""
         epoch = self.epoch if epoch is None else epoch
-        if epoch == self.epoch and self._plan is not None:
-            return self._plan
-        plan = self._make_plan(epoch)
-        if epoch == self.epoch:
-            self._plan = plan
-        return plan
+        if epoch not in self._plans:
+            # The current epoch and the next (which len() reports once an epoch is finished).
+            self._plans = {
+                e: p for e, p in self._plans.items() if e in (self.epoch, self.epoch + 1)
+            }
+            self._plans[epoch] = self._make_plan(epoch)
+        return self._plans[epoch]
 
     def _make_plan(self, epoch: int) -> EpochPlan:
         rng = self._rng(epoch, _ORDER) if self.shuffle else None
@@ -430,7 +431,6 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         epoch by itself."""
         if epoch != self.epoch:
             self.epoch = int(epoch)
-            self._plan = None
             self._position = 0
         elif self._completed and not self._just_loaded:
             self._position = 0
@@ -507,8 +507,14 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
 
         Raises if the state was made with other lengths, options or world size.
         """
-        expected = {"version", "epoch", "position", "num_examples", "lengths_fingerprint"}
-        expected.add("options")
+        expected = {
+            "version",
+            "epoch",
+            "position",
+            "num_examples",
+            "lengths_fingerprint",
+            "options",
+        }
         if not isinstance(state, dict) or set(state) != expected:
             keys = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise TextBatchError(
@@ -537,7 +543,6 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
                 + ". Build the sampler with the same data and options."
             )
         self.epoch = int(state["epoch"])
-        self._plan = None
         steps = len(self.plan().steps)
         if not 0 <= state["position"] <= steps:
             raise TextBatchError(

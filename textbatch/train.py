@@ -246,19 +246,22 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    if dist.is_available() and dist.is_initialized() and not hasattr(train_loader, "__len__"):
+    try:
+        known = len(train_loader)
+    except TypeError:  # a stream
+        known = None
+    if known is None and dist.is_available() and dist.is_initialized():
         raise TextBatchError(
             "a stream cannot promise every rank the same number of batches, and DDP would hang "
             "on the rank that runs out first; train on a map-style dataset across ranks."
         )
     if batches_per_epoch is None:
-        try:
-            batches_per_epoch = len(train_loader)
-        except TypeError:
+        if known is None:
             raise TextBatchError(
                 "train_loader has no length (a stream); pass batches_per_epoch=<about how many "
                 "batches an epoch holds> so that the learning-rate schedule knows its span."
-            ) from None
+            )
+        batches_per_epoch = known
     steps_per_epoch = math.ceil(batches_per_epoch / grad_accum)
     total_steps = steps_per_epoch * epochs
     optimizer = torch.optim.AdamW(_parameter_groups(model, weight_decay), lr=lr)
