@@ -146,23 +146,28 @@ def resolve_labels(
     return LabelSpec(names=names, ids=ids, missing=missing)
 
 
+def check_label_names(label_names: Sequence[Any]) -> list[str]:
+    """Given label names as the names labels go by (``label_text``), or a clear error."""
+    if isinstance(label_names, str):
+        raise TextBatchError(
+            f"label_names={label_names!r} is one string; pass a list of label names."
+        )
+    names = [label_text(name) for name in label_names]
+    if None in names:
+        raise TextBatchError(f"label_names={list(label_names)!r} holds a missing value.")
+    if not names:
+        raise TextBatchError("label_names is empty; give at least one label name.")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise TextBatchError(f"label_names repeats {duplicates}; give each label name once.")
+    return names
+
+
 def _label_names(strings: Any, label_names: Sequence[Any] | None, numeric: bool) -> list[str]:
     import pyarrow.compute as pc
 
     if label_names is not None:
-        if isinstance(label_names, str):
-            raise TextBatchError(
-                f"label_names={label_names!r} is one string; pass a list of label names."
-            )
-        names = [label_text(name) for name in label_names]
-        if None in names:
-            raise TextBatchError(f"label_names={list(label_names)!r} holds a missing value.")
-        if not names:
-            raise TextBatchError("label_names is empty; give at least one label name.")
-        duplicates = sorted({name for name in names if names.count(name) > 1})
-        if duplicates:
-            raise TextBatchError(f"label_names repeats {duplicates}; give each label name once.")
-        return names
+        return check_label_names(label_names)
     present = [value for value in pc.unique(strings).to_pylist() if value is not None]
     if not present:
         raise TextBatchError("every label is missing; fill the label column or pass label=None.")

@@ -608,5 +608,9 @@ def _plain_label(value: Any) -> Any:
     return int(text)
 
 
+_LABEL_KINDS = {bool: "boolean", int: "int", str: "string"}
+
+
 def _label_kind(value: Any) -> str:
-    return "boolean" if isinstance(value, bool) else type(value).__name__.replace("str", "string")
+    """What kind of label a plain value (from ``_plain_label``) is."""
+    return _LABEL_KINDS[type(value)]

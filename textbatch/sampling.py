@@ -397,7 +397,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         steps = rng.permutation(num_steps) if rng is not None else np.arange(num_steps)
         if self.longest_first and num_steps > 1:
             sizes = np.diff(bounds)
-            widths = np.maximum.reduceat(self.lengths[order], bounds[:-1]) if len(order) else sizes
+            widths = np.maximum.reduceat(self.lengths[order], bounds[:-1])
             padded = (sizes * self._example_cost(widths)).reshape(num_steps, -1).max(axis=1)
             first = int(np.argmax(padded))
             steps = np.concatenate([[first], steps[steps != first]])

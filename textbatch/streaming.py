@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from textbatch.columns import label_text
+from textbatch.columns import check_label_names, label_text
 from textbatch.data import Example, Transform, file_format, load_file, resolve_max_length
 from textbatch.distributed import resolve_rank
 from textbatch.errors import TextBatchError
@@ -123,11 +123,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
         if label is None:
             return None
         if label_names is not None:
-            if isinstance(label_names, str) or not label_names:
-                raise TextBatchError(
-                    f"label_names={label_names!r} must be a non-empty list of label names."
-                )
-            return [label_text(name) for name in label_names]
+            return check_label_names(label_names)
         return streamed  # else decided on the first record: unlabelled if it has no label
 
     # This dataset splits itself between ranks and workers (see BucketedStream).

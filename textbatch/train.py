@@ -306,9 +306,8 @@ def fit(
         state["step"] += 1
         stop = stop_after_steps is not None and state["step"] >= stop_after_steps
         if stop or (checkpoint_every and state["step"] % checkpoint_every == 0):
-            meter["seconds"] += time.perf_counter() - started
-            checkpoint(meter)
-            meter["seconds"] -= time.perf_counter() - started  # counted once, at the end
+            # The saved meter counts the time so far; the live one adds it at the epoch's end.
+            checkpoint({**meter, "seconds": meter["seconds"] + time.perf_counter() - started})
         return stop
 
     for epoch in range(state["epoch"], epochs):
