@@ -19,8 +19,8 @@ from textbatch import (
     TextClassifier,
     fit,
 )
-from textbatch.loaders import make_loader
-from textbatch.pipeline import corpus_train_eval
+from textbatch.batching.loaders import make_loader
+from textbatch.data.prepare import corpus_train_eval
 
 
 def main() -> None:

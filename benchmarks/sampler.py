@@ -18,8 +18,8 @@ from _common import best_time, corpus_dataset_and_tokenizer, save
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from textbatch import BucketBatchSampler
-from textbatch.baselines import hf_length_grouped_batches, random_batches, sorted_batches
-from textbatch.stats import padding_stats
+from textbatch.batching.stats import padding_stats
+from textbatch.bench.baselines import hf_length_grouped_batches, random_batches, sorted_batches
 
 
 def long_tailed(n: int, seed: int = 0) -> np.ndarray:

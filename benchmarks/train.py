@@ -17,10 +17,10 @@ import torch
 from _common import save
 
 from textbatch import PaddingCollator
-from textbatch.loaders import make_loader
-from textbatch.models import TextClassifier
-from textbatch.pipeline import corpus_train_eval
-from textbatch.train import fit
+from textbatch.batching.loaders import make_loader
+from textbatch.data.prepare import corpus_train_eval
+from textbatch.models.classifiers import TextClassifier
+from textbatch.training.loop import fit
 
 
 def main() -> None:

@@ -5,6 +5,12 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import settings
+
+# CI (CI=true) replays the same Hypothesis examples every run: a red build is never luck.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 # Nothing in the tests may reach the Hugging Face Hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -14,7 +20,7 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 @pytest.fixture(scope="session")
 def corpus_records():
-    from textbatch.corpus import make_corpus
+    from textbatch.data.corpus import make_corpus
 
     return make_corpus(600, seed=1)
 
@@ -29,7 +35,7 @@ def tokenizer(corpus_records):
     import string
     from collections import Counter
 
-    from textbatch.tokenizers import wordpiece_tokenizer
+    from textbatch.data.tokenizers import wordpiece_tokenizer
 
     words = Counter(
         w.strip(string.punctuation) for r in corpus_records for w in r["text"].lower().split()

@@ -36,9 +36,9 @@ def ddp_fit_worker(rank: int, world_size: int, folder: str) -> None:
     import json
 
     from textbatch import PaddingCollator, TextDataset, load_tokenizer
-    from textbatch.loaders import make_loader
-    from textbatch.models import TextClassifier
-    from textbatch.train import fit
+    from textbatch.batching.loaders import make_loader
+    from textbatch.models.classifiers import TextClassifier
+    from textbatch.training.loop import fit
 
     path = Path(folder)
     dist.init_process_group(

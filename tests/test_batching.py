@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textbatch import TextBatchError
-from textbatch.batching import (
+from textbatch.batching.planning import (
     NUM_CODES,
     batch_cost,
     batch_size_plan,

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from textbatch import TextBatchError
-from textbatch.bench import STRATEGIES, compare_strategies, recommend
-from textbatch.cli import main
-from textbatch.packing import pack_rows
+from textbatch.batching.packing import pack_rows
+from textbatch.bench.compare import STRATEGIES, compare_strategies, recommend
+from textbatch.cli.main import main
 
 LENGTHS = np.array([2, 9, 3, 7, 4, 8, 1, 6])  # 40 real tokens
 

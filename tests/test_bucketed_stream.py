@@ -8,8 +8,8 @@ import torch
 from contracts import check_save_load_state
 
 from textbatch import BucketedStream, PaddingCollator, StreamingTextDataset, TextBatchError
-from textbatch.baselines import random_batches, sorted_batches
-from textbatch.stats import padding_stats
+from textbatch.batching.stats import padding_stats
+from textbatch.bench.baselines import random_batches, sorted_batches
 
 
 def synthetic(n, seed=0):
@@ -194,3 +194,13 @@ def test_bad_input():
         )
     with pytest.raises(TextBatchError, match="quadratic_length=0"):
         BucketedStream([], max_tokens=100, quadratic_length=0)
+
+
+def test_a_final_batch_of_batch_size_examples_is_complete_under_a_token_budget():
+    # 10 short examples, 5 per batch by batch_size, far under half of max_tokens: both batches
+    # are full by their batch size, so drop_last keeps them.
+    examples = [{"input_ids": [i] * 3} for i in range(10)]
+    stream = BucketedStream(examples, batch_size=5, max_tokens=10_000, drop_last=True)
+    assert ids(stream) == Counter(range(10))
+    fewer = BucketedStream(examples[:9], batch_size=5, max_tokens=10_000, drop_last=True)
+    assert sum(ids(fewer).values()) == 5  # the final 4 examples are incomplete: dropped

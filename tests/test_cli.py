@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from textbatch.cli import main
+from textbatch.cli.main import main
 
 
 @pytest.fixture
@@ -105,7 +105,6 @@ def test_demo_end_to_end(capsys):
         (["--text-column", "body"], "column 'body' is not in"),
         (["--max-tokens", 8], "more than max_tokens=8"),
         (["--model", "no/such/model"], "neither 'small', 'transformer' nor a model directory"),
-        (["--eval-fraction", 1.5], "--eval-fraction=1.5"),
     ],
 )
 def test_train_bad_input_is_one_clear_line(files, tmp_path, capsys, args, message):
@@ -142,9 +141,9 @@ def test_corrupt_checkpoint_on_resume(files, tmp_path, capsys):
     args = ["train", "--data", files[0], "--out", tmp_path / "run", "--epochs", 1, "--no-progress"]
     assert run(capsys, *args)[0] == 0
     folder = tmp_path / "run" / "checkpoints"
-    (folder / (folder / "latest").read_text().strip() / "trainer_state.json").write_text("{")
+    (next(folder.glob("step-*")) / "trainer_state.json").write_text("{")
     code, _, err = run(capsys, *args, "--resume")
-    assert code == 2 and "is damaged or incomplete" in err
+    assert code == 2 and "no valid checkpoint" in err and "trainer_state.json has" in err
 
 
 def test_help_lists_the_commands(capsys):
@@ -170,3 +169,146 @@ def test_torchrun_two_processes(files, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("final evaluation") == 1  # only rank 0 prints
     assert json.loads((out_dir / "metrics.json").read_text())["accuracy"] > 0.2
+
+
+def test_train_options_are_written_once():
+    """The parser, the recipe and the resume check all come from TrainConfig."""
+    import dataclasses
+
+    from textbatch.cli.config import TrainConfig, config_from_args
+    from textbatch.cli.main import build_parser
+
+    argv = ["train", "--data", "d.csv", "--out", "o", "--max-tokens", "512", "--no-progress"]
+    config = config_from_args(build_parser().parse_args(argv))
+    assert config == TrainConfig(data="d.csv", out="o", max_tokens=512, progress=False)
+    assert config.batch_size is None and TrainConfig(data="d", out="o").batch_size == 32
+    flags = build_parser().parse_args(["train", "--data", "d", "--out", "o"])
+    assert {f.name for f in dataclasses.fields(TrainConfig)} <= set(vars(flags))
+    identity = config.identity()
+    assert "data" not in identity and "out" not in identity and identity["max_tokens"] == 512
+    backbone = TrainConfig(data="d", out="o", model="/models/minilm").identity()
+    assert backbone["model"] == "pretrained"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--lr", "-1"], "argument --lr: '-1' must be a finite number above 0"),
+        (["--lr", "nan"], "argument --lr: 'nan' must be a finite number above 0"),
+        (["--device", "gpu"], "'gpu' is not a device"),
+        (["--device", "tpu"], "'tpu' is not a device"),
+        (["--num-workers", "-1"], "argument --num-workers: '-1' must be 0 or more"),
+        (["--seed", "-1"], "argument --seed: '-1' must be 0 or more"),
+        (["--checkpoint-every", "0"], "argument --checkpoint-every: '0' must be a positive"),
+        (["--checkpoint-every", "-5"], "argument --checkpoint-every: '-5' must be a positive"),
+        (["--packing", "--packing-capacity", "0"], "argument --packing-capacity: '0'"),
+        (["--epoch", "1"], "unrecognized arguments: --epoch 1"),
+        (["--eval-fraction", "1.5"], "must be between 0 and 1"),
+    ],
+)
+def test_bad_train_flags_are_one_line_and_exit_2(capsys, argv, message):
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", "d.csv", "--out", "o", *argv])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("textbatch train: error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_a_typo_in_another_commands_flag_names_that_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["stats", "--max-lenght", "5"])
+    assert capsys.readouterr().err.startswith("textbatch stats: error: unrecognized arguments")
+
+
+def test_csv_cells_like_na_are_text(tmp_path, tokenizer, monkeypatch):
+    from textbatch import TextDataset
+
+    monkeypatch.setenv("TEXTBATCH_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "na.csv"
+    data.write_text("text,label\nNA,None\nnull,nan\nhello,NA\n")
+    dataset = TextDataset.from_file(data, tokenizer)
+    assert dataset.label_names == ["NA", "None", "nan"] and len(dataset) == 3
+
+
+def test_header_only_csv_says_it_has_no_rows(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TEXTBATCH_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "header.csv"
+    data.write_text("text,label\n")
+    code, _, err = run(capsys, "stats", "--data", data)
+    assert code == 2 and "has no rows" in err
+
+
+def test_one_class_data_is_refused(tmp_path, capsys, corpus_records, monkeypatch):
+    monkeypatch.setenv("TEXTBATCH_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "one.jsonl"
+    data.write_text("".join(json.dumps({**r, "label": "x"}) + "\n" for r in corpus_records[:50]))
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run", "--no-progress")
+    assert code == 2 and "one label only ('x'" in err
+
+
+def test_predict_refuses_to_overwrite_its_input(files, tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert run(capsys, "train", "--data", files[0], "--out", out_dir, "--epochs", 1,
+               "--no-progress")[0] == 0  # fmt: skip
+    code, _, err = run(capsys, "predict", "--model", out_dir, "--data", files[1], "--out", files[1])
+    assert code == 2 and "is the --data file" in err
+    assert files[1].read_text().startswith("text\n")
+
+
+def test_ctrl_c_says_where_the_last_checkpoint_is(files, tmp_path, capsys, monkeypatch):
+    import textbatch.cli.recipes
+
+    out_dir = tmp_path / "run"
+    args = ["train", "--data", files[0], "--out", out_dir, "--epochs", 1, "--no-progress"]
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(textbatch.cli.recipes, "fit", interrupted)
+        code, _, err = run(capsys, *args)
+    assert code == 130 and "before its first checkpoint" in err and "Traceback" not in err
+    assert run(capsys, *args, "--resume")[0] == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(textbatch.cli.recipes, "fit", interrupted)
+        code, _, err = run(capsys, *args, "--resume")
+    assert code == 130 and "the last checkpoint is" in err and "step-" in err
+    assert err.count("\n") == 1
+
+
+def test_no_progress_silences_every_bar(files, tmp_path, capsys, monkeypatch):
+    import datasets
+
+    monkeypatch.setenv("TEXTBATCH_CACHE", str(tmp_path / "fresh-cache"))
+    try:
+        args = ["train", "--data", files[0], "--out", tmp_path / "run", "--epochs", 1]
+        code, _, err = run(capsys, *args, "--no-progress")
+        assert code == 0, err
+        assert "Tokenizing" not in err and "Generating" not in err and "batch/s" not in err
+    finally:
+        datasets.enable_progress_bars()
+
+
+def test_model_pointing_at_a_data_folder_says_it_is_not_a_model(files, tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--data", files[0], "--out", tmp_path / "run",
+                       "--model", files[0].parent)  # fmt: skip
+    assert code == 2 and "is not a model folder: it has no config.json" in err
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_train_outputs_respect_the_umask(files, tmp_path, capsys, umask):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        out = tmp_path / "run"
+        args = ["train", "--data", files[0], "--out", out, "--epochs", 1, "--no-progress"]
+        assert run(capsys, *args)[0] == 0
+    finally:
+        os.umask(previous)
+    modes = {p.relative_to(out).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*")}
+    for name, mode in modes.items():
+        expected = (0o777 if (out / name).is_dir() else 0o666) & ~umask
+        assert mode == expected, (name, oct(mode), oct(expected))

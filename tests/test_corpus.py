@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from textbatch import TextBatchError, make_corpus
-from textbatch.corpus import TOPICS, corpus_dataset
+from textbatch.data.corpus import TOPICS, corpus_dataset
 
 
 @pytest.fixture(scope="module")

@@ -233,7 +233,7 @@ def test_from_file_txt_is_one_unlabelled_text_per_line(tokenizer, tmp_path):
 
 
 def test_second_build_from_the_same_file_reuses_the_cache(tokenizer, tmp_path, monkeypatch):
-    import textbatch.data
+    import textbatch.data.dataset
 
     path = write(tmp_path / "data", RECORDS, "csv")
     first = TextDataset.from_file(path, tokenizer)
@@ -242,7 +242,7 @@ def test_second_build_from_the_same_file_reuses_the_cache(tokenizer, tmp_path, m
     def no_tokenizing(self, batch):
         raise AssertionError("tokenised again despite the cache")
 
-    monkeypatch.setattr(textbatch.data._TokenizeBatch, "__call__", no_tokenizing)
+    monkeypatch.setattr(textbatch.data.dataset._TokenizeBatch, "__call__", no_tokenizing)
     second = TextDataset.from_file(path, tokenizer)
     assert second.from_cache
     assert [second[i] for i in range(4)] == [first[i] for i in range(4)]

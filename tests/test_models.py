@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from textbatch import PaddingCollator, TextBatchError
-from textbatch.models import BackboneClassifier, TextClassifier, load_model
+from textbatch.models.classifiers import BackboneClassifier, TextClassifier, load_model
 
 SEQUENCES = [[2, 17, 40, 9, 33, 3], [2, 8, 3], list(range(2, 30))]
 

@@ -10,11 +10,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textbatch import BucketBatchSampler, PackingCollator, PaddingCollator, TextBatchError
-from textbatch.loaders import make_loader
-from textbatch.models import BackboneClassifier, TextClassifier
-from textbatch.packing import best_fit_decreasing, next_fit, pack_rows
-from textbatch.stats import packing_stats
-from textbatch.train import fit
+from textbatch.batching.loaders import make_loader
+from textbatch.batching.packing import best_fit_decreasing, next_fit, pack_rows
+from textbatch.batching.stats import packing_stats
+from textbatch.models.classifiers import BackboneClassifier, TextClassifier
+from textbatch.training.loop import fit
 
 FEATURES = [
     {"input_ids": [2, 11, 12, 3], "token_type_ids": [0, 0, 0, 0], "labels": 0},
@@ -298,7 +298,7 @@ def test_fit_on_packed_batches(tokenizer, corpus_records, encoder):
 
 
 def test_packing_review_regressions():
-    from textbatch.packing import next_fit
+    from textbatch.batching.packing import next_fit
 
     assert next_fit([0, 3], 4) == [[0, 1]]  # an empty first sequence
     with pytest.raises(TextBatchError, match="example 0 has 4 token_type_ids but 3 input_ids"):

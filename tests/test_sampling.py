@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textbatch import BucketBatchSampler, TextBatchError, balanced_weights
-from textbatch.baselines import hf_length_grouped_batches, sorted_batches
-from textbatch.batching import batch_cost
-from textbatch.stats import padding_stats
+from textbatch.batching.planning import batch_cost
+from textbatch.batching.stats import padding_stats
+from textbatch.bench.baselines import hf_length_grouped_batches, sorted_batches
 
 
 def long_tailed(n: int, seed: int, tail: float = 0.1) -> np.ndarray:
@@ -494,3 +494,23 @@ def test_packing_with_more_ranks_than_examples_repeats_the_fewest():
     assert [len(b) for b in per_rank] == [1] * 5
     assert samplers[0].num_repeated == 2
     assert {i for batches in per_rank for b in batches for i in b} == {0, 1, 2}
+
+
+def test_the_sampler_is_a_thin_iterator_over_a_pure_plan():
+    import dataclasses
+
+    from textbatch.batching.epochs import SamplerOptions, plan_epoch
+
+    lengths = long_tailed(500, seed=30)
+    sampler = BucketBatchSampler(lengths, 16, seed=3)
+    options = SamplerOptions(batch_size=16, seed=3)
+    assert sampler.options == options
+    assert sampler.state_dict()["options"] == options.as_dict()
+    for epoch in (0, 4):
+        plan = plan_epoch(lengths, options, epoch)
+        expected = [plan.batch(k, 0, 1).tolist() for k in range(len(plan.steps))]
+        assert sampler.batches(epoch) == expected
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.seed = 4
+    with pytest.raises(TextBatchError, match="mix"):
+        SamplerOptions(batch_size=4, mix=-1)

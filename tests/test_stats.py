@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from textbatch import TextBatchError
-from textbatch.stats import length_summary, padding_stats
+from textbatch.batching.stats import length_summary, padding_stats
 
 # (lengths, batches, pad_to_multiple_of) -> (real, padded, waste, max_batch_tokens), by hand
 CASES = [

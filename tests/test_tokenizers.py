@@ -110,7 +110,7 @@ def test_train_tokenizer_bad_input(texts, kwargs, message):
 
 
 def test_wordpiece_tokenizer_from_a_vocabulary_is_fully_determined():
-    from textbatch.tokenizers import wordpiece_tokenizer
+    from textbatch.data.tokenizers import wordpiece_tokenizer
 
     vocab = ["the", "match", "ended", "draw", "in", "a", "##s", "."]
     first, second = wordpiece_tokenizer(vocab), wordpiece_tokenizer(list(vocab))

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from textbatch import PaddingCollator, TextBatchError, TextDataset
-from textbatch.loaders import make_loader
-from textbatch.models import BackboneClassifier, TextClassifier
-from textbatch.train import TrainingDiverged, evaluate, fit
+from textbatch.batching.loaders import make_loader
+from textbatch.models.classifiers import BackboneClassifier, TextClassifier
+from textbatch.training.checkpoint import find_checkpoint
+from textbatch.training.loop import TrainingDiverged, evaluate, fit
 
 TIMING = ("seconds", "tokens_per_second")
 
@@ -90,11 +91,12 @@ def test_checkpoints_are_written_and_pruned(tokenizer, data, tmp_path):
     )
     folder = tmp_path / "checkpoints"
     kept = sorted(p.name for p in folder.glob("step-*"))
-    assert len(kept) == 2
-    assert (folder / "latest").read_text().strip() == kept[-1] == "step-00000048"
+    assert kept == ["step-00000045", "step-00000048-end"]
+    assert find_checkpoint(folder).name == "step-00000048-end"
     assert not list(folder.glob(".step-*"))  # no half-written leftovers
     contents = {p.name for p in (folder / kept[-1]).iterdir()}
     assert {
+        "manifest.json",
         "model.safetensors",
         "optimizer.pt",
         "scheduler.pt",
@@ -102,7 +104,7 @@ def test_checkpoints_are_written_and_pruned(tokenizer, data, tmp_path):
         "trainer_state.json",
     } <= contents
     state = json.loads((folder / kept[-1] / "trainer_state.json").read_text())
-    assert state["epoch"] == 3 and state["sampler"]["options"]["batch_size"] == 32
+    assert state["epoch"] == 3 and state["order"]["sampler"]["options"]["batch_size"] == 32
 
 
 def test_gradient_accumulation_counts_optimizer_steps(tokenizer, data, tmp_path):
@@ -115,9 +117,7 @@ def test_gradient_accumulation_counts_optimizer_steps(tokenizer, data, tmp_path)
         progress=False,
     )
     batches = len(loaders(data)[0])
-    assert (
-        tmp_path / "checkpoints" / "latest"
-    ).read_text().strip() == f"step-{-(-batches // 3):08d}"
+    assert find_checkpoint(tmp_path / "checkpoints").name == f"step-{-(-batches // 3):08d}-end"
 
 
 def test_evaluate_metrics_by_hand():
@@ -164,9 +164,9 @@ def test_damaged_checkpoint_and_changed_options(tokenizer, data, tmp_path):
             resume=True,
             progress=False,
         )
-    latest = tmp_path / "checkpoints" / (tmp_path / "checkpoints" / "latest").read_text().strip()
+    latest = find_checkpoint(tmp_path / "checkpoints")
     (latest / "optimizer.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(TextBatchError, match="is damaged or incomplete"):
+    with pytest.raises(TextBatchError, match=r"no valid checkpoint.*optimizer.pt has"):
         fit(
             small_model(tokenizer),
             *loaders(data),
@@ -180,6 +180,9 @@ def test_damaged_checkpoint_and_changed_options(tokenizer, data, tmp_path):
 def test_bad_fit_arguments(tokenizer, data):
     with pytest.raises(TextBatchError, match="epochs=0"):
         fit(small_model(tokenizer), *loaders(data), epochs=0)
+    for name, value in (("checkpoint_every", 0), ("checkpoint_every", -5), ("grad_accum", 1.0)):
+        with pytest.raises(TextBatchError, match=f"{name}={value}"):
+            fit(small_model(tokenizer), *loaders(data), **{name: value})
     with pytest.raises(TextBatchError, match="resume=True needs out_dir"):
         fit(small_model(tokenizer), *loaders(data), resume=True)
     if not torch.cuda.is_available():
@@ -273,19 +276,12 @@ def test_resume_with_a_plain_shuffled_dataloader(tokenizer, data, tmp_path, stop
         assert torch.equal(value, resumed.state_dict()[key]), key
 
 
-def test_a_fresh_shorter_run_in_the_same_folder_keeps_its_checkpoint(tokenizer, data, tmp_path):
-    fit(small_model(tokenizer), *loaders(data), epochs=3, out_dir=tmp_path, progress=False)
+def test_a_fresh_run_refuses_a_folder_with_checkpoints(tokenizer, data, tmp_path):
     fit(small_model(tokenizer), *loaders(data), epochs=1, out_dir=tmp_path, progress=False)
-    latest = (tmp_path / "checkpoints" / "latest").read_text().strip()
-    assert (tmp_path / "checkpoints" / latest).is_dir()
-    fit(
-        small_model(tokenizer),
-        *loaders(data),
-        epochs=1,
-        out_dir=tmp_path,
-        resume=True,
-        progress=False,
-    )
+    before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    with pytest.raises(TextBatchError, match=r"already holds checkpoints.*resume=True"):
+        fit(small_model(tokenizer), *loaders(data), epochs=1, out_dir=tmp_path, progress=False)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 
 def test_stop_after_steps_counts_a_streams_last_short_step(tokenizer, corpus_records, tmp_path):
@@ -304,6 +300,4 @@ def test_stop_after_steps_counts_a_streams_last_short_step(tokenizer, corpus_rec
         stop_after_steps=-(-batches // 2), out_dir=tmp_path, progress=False,
     )  # fmt: skip
     assert history == []  # stopped at the epoch's last step, before the epoch was recorded
-    assert (
-        tmp_path / "checkpoints" / "latest"
-    ).read_text().strip() == f"step-{-(-batches // 2):08d}"
+    assert find_checkpoint(tmp_path / "checkpoints").name == f"step-{-(-batches // 2):08d}"

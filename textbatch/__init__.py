@@ -1,18 +1,33 @@
-"""textbatch: fast, low-padding PyTorch batches from labelled text."""
+"""textbatch: fast, low-padding PyTorch batches from labelled text.
+
+The public API, re-exported from the layers (``data`` -> ``batching`` -> ``models`` ->
+``training``); see docs/ARCHITECTURE.md.
+"""
 
 from textbatch._version import __version__
-from textbatch.bucketed_stream import BucketedStream
-from textbatch.collate import PackingCollator, PaddingCollator
-from textbatch.corpus import corpus_dataset, make_corpus
-from textbatch.data import TextDataset
+from textbatch.batching import (
+    BucketBatchSampler,
+    BucketedStream,
+    PackingCollator,
+    PaddingCollator,
+    PaddingStats,
+    balanced_weights,
+    make_loader,
+    packing_stats,
+    padding_stats,
+)
+from textbatch.data import (
+    StreamingTextDataset,
+    TextDataset,
+    TokenDropout,
+    corpus_dataset,
+    load_tokenizer,
+    make_corpus,
+    train_tokenizer,
+)
 from textbatch.errors import TextBatchError
 from textbatch.models import BackboneClassifier, TextClassifier, load_model
-from textbatch.sampling import BucketBatchSampler, balanced_weights
-from textbatch.stats import PaddingStats, packing_stats, padding_stats
-from textbatch.streaming import StreamingTextDataset
-from textbatch.tokenizers import load_tokenizer, train_tokenizer
-from textbatch.train import evaluate, fit
-from textbatch.transforms import TokenDropout
+from textbatch.training import evaluate, fit
 
 __all__ = [
     "BackboneClassifier",
@@ -34,6 +49,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "make_corpus",
+    "make_loader",
     "packing_stats",
     "padding_stats",
     "train_tokenizer",

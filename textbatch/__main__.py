@@ -1,5 +1,5 @@
 import sys
 
-from textbatch.cli import main
+from textbatch.cli.main import main
 
 sys.exit(main())

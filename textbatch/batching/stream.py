@@ -2,21 +2,24 @@
 
 ``BucketedStream`` reads ``buffer_size`` examples, orders them by length (random ties, jittered as
 in ``BucketBatchSampler``), cuts them into batches by batch size or token budget, and yields those
-batches in random order. The last, incomplete batch of a buffer is carried into the next one, so
-only the very end of the stream yields an incomplete batch.
+batches in random order. A buffer's last batch in length order (its longest examples) waits for
+the next buffer when it is incomplete: fewer than ``batch_size`` examples and, with a token
+budget, padded to under half of ``max_tokens``. So an incomplete batch comes only at the end of
+the stream, or from a buffer too small to make more than one batch. (Batches are cut greedily:
+with a token budget, one before a jump in length may also fall well short of the budget.)
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from textbatch.batching import (
+from textbatch.batching.collate import check_pad_to_multiple_of
+from textbatch.batching.planning import (
     NUM_CODES,
     batch_cost,
     code_lower_bounds,
@@ -24,8 +27,8 @@ from textbatch.batching import (
     length_order,
     token_budget_bounds,
 )
-from textbatch.collate import check_pad_to_multiple_of
-from textbatch.distributed import resolve_rank
+from textbatch.checks import non_negative_int, positive_int
+from textbatch.distributed import dataloader_worker, resolve_rank, shard_records
 from textbatch.errors import TextBatchError
 
 Example = Mapping[str, Any]
@@ -52,16 +55,18 @@ class BucketedStream(torch.utils.data.IterableDataset):
 
     Args:
         source: an iterable of examples with ``input_ids`` (and optionally ``length``), e.g. a
-            ``StreamingTextDataset``, which splits itself between ranks and workers; any other
-            iterable is split here, round-robin by position, so that no example is seen twice.
+            ``StreamingTextDataset``, which splits itself between ranks and workers (it says so
+            with ``shards_itself = True``); any other iterable is split here, round-robin by
+            position between ranks and their workers, so that no example is seen twice.
         batch_size, max_tokens: as in ``BucketBatchSampler`` (either or both).
         buffer_size: examples held and sorted at a time (more: less padding, more memory).
         seed, mix, pad_to_multiple_of, quadratic_length: as in ``BucketBatchSampler``.
-        drop_last: drop the stream's final batch if it is incomplete (fewer than
-            ``batch_size`` examples; with a token budget the final batch always counts as
-            incomplete, since it gathers the leftovers).
-        num_replicas, rank: ranks to split a plain iterable between (default: from
-            ``torch.distributed``). Ranks may yield different numbers of batches from a stream.
+        drop_last: drop the last batch of the stream (of each rank and worker) if it is
+            incomplete: fewer than ``batch_size`` examples and, with a token budget, padded to
+            under half of ``max_tokens``.
+        num_replicas, rank: ranks to split a plain iterable between, with each rank's
+            ``DataLoader`` workers (default: from ``torch.distributed``). Ranks and workers may
+            yield different numbers of batches from a stream.
     """
 
     def __init__(
@@ -81,21 +86,20 @@ class BucketedStream(torch.utils.data.IterableDataset):
     ) -> None:
         if batch_size is None and max_tokens is None:
             raise TextBatchError("give batch_size (examples per batch), max_tokens, or both.")
-        for name, value in (
-            ("batch_size", batch_size),
-            ("max_tokens", max_tokens),
-            ("buffer_size", buffer_size),
-            ("quadratic_length", quadratic_length),
-        ):
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise TextBatchError(f"{name}={value!r} must be a positive int.")
+        batch_size = positive_int("batch_size", batch_size)
+        max_tokens = positive_int("max_tokens", max_tokens)
+        buffer_size = positive_int("buffer_size", buffer_size, allow_none=False)
+        quadratic_length = positive_int("quadratic_length", quadratic_length)
+        seed = non_negative_int("seed", seed)
         if batch_size is not None and buffer_size < batch_size:
             raise TextBatchError(
                 f"buffer_size={buffer_size} must hold at least one batch (batch_size="
                 f"{batch_size}); a few hundred batches' worth pads least."
             )
-        if mix < 0:
-            raise TextBatchError(f"mix={mix!r} must be >= 0.")
+        if isinstance(mix, bool) or not isinstance(mix, int | float) or not 0 <= mix <= 1000:
+            raise TextBatchError(
+                f"mix={mix!r} must be a number of batches from 0 to 1000 (default 1)."
+            )
         self.source = source
         self.batch_size = batch_size
         self.max_tokens = max_tokens
@@ -121,7 +125,7 @@ class BucketedStream(torch.utils.data.IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Use a different random order for epoch ``epoch`` (and tell the source, if it cares)."""
-        self.epoch = int(epoch)
+        self.epoch = non_negative_int("epoch", epoch)
         self._state = self._fresh_state()
         if hasattr(self.source, "set_epoch"):
             self.source.set_epoch(epoch)
@@ -133,26 +137,20 @@ class BucketedStream(torch.utils.data.IterableDataset):
 
     # ------------------------------------------------------------------ iteration
     def _examples(self, records: Iterator[Example], start: int) -> Iterator[Example]:
-        """This rank's and worker's share of ``records``, whose first is at ``start``."""
+        """This rank's and worker's share of ``records``, whose first is at ``start``; counts
+        in ``_read`` the records taken from the source up to the last one yielded."""
         if getattr(self.source, "shards_itself", False):
             yield from records
             return
-        info = torch.utils.data.get_worker_info()
-        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        if info is not None:
-            os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        stride, offset = self.num_replicas * workers, self.rank * workers + worker
-        for position, example in enumerate(records, start=start):
+        for position, example in shard_records(records, self.num_replicas, self.rank, start):
             self._read = position + 1
-            if position % stride == offset:
-                yield example
+            yield example
 
     def _source_state(self) -> Any:
         return self.source.state_dict() if hasattr(self.source, "state_dict") else None
 
     def __iter__(self) -> Iterator[list[Example]]:
-        info = torch.utils.data.get_worker_info()
-        worker = 0 if info is None else info.id
+        worker, _ = dataloader_worker()
         start, self._resume = self._resume or self._fresh_state(), None
         buffer_index, skip = start["buffer"], start["done"]
         buffer: list[Example] = list(start["carry"])
@@ -220,9 +218,12 @@ class BucketedStream(torch.utils.data.IterableDataset):
         return [[buffer[i] for i in batches[j]] for j in rng.permutation(len(batches))], carry
 
     def _incomplete(self, batch: np.ndarray, lengths: np.ndarray) -> bool:
-        """Fewer than ``batch_size`` examples, or (by token budget) under half the budget."""
+        """Fewer than ``batch_size`` examples and, with a token budget, padded to under half of
+        it. A batch of ``batch_size`` examples is complete, however few tokens it holds."""
+        if self.batch_size is not None and len(batch) >= self.batch_size:
+            return False
         if self.max_tokens is None:
-            return len(batch) < self.batch_size
+            return True
         width = batch_cost(lengths[batch].max(), self.pad_to_multiple_of, self.quadratic_length)
         return len(batch) * width < self.max_tokens / 2
 
@@ -238,11 +239,14 @@ class BucketedStream(torch.utils.data.IterableDataset):
         return {"epoch": self.epoch, **self._state, "carry": carry}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue after the last batch yielded before ``state`` was taken; the source must be
-        resumable (have ``state_dict``/``load_state_dict``), e.g. a ``StreamingTextDataset``."""
+        """Continue after the last batch yielded before ``state`` was taken. Past an epoch's
+        start, the source must be resumable (have ``state_dict``/``load_state_dict``), e.g. a
+        ``StreamingTextDataset``."""
         expected = {"epoch", "buffer", "done", "carry", "source", "read"}
         if not isinstance(state, dict) or set(state) != expected:
             raise TextBatchError(f"not a BucketedStream state; expected keys {sorted(expected)}.")
+        for key in ("epoch", "buffer", "done", "read"):
+            non_negative_int(key, state[key])
         started = state["buffer"] > 0 or state["done"] > 0
         if started and (state["source"] is None or not hasattr(self.source, "load_state_dict")):
             raise TextBatchError(

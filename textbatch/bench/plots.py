@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from textbatch.io import atomic_write
+from textbatch.files import atomic_write
 
 
 def _pyplot() -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -20,28 +21,33 @@ import numpy as np
 import torch
 
 from textbatch._version import __version__
-from textbatch.arrow import ListColumn
-from textbatch.columns import LabelSpec, invalid_text_rows, label_text, resolve_labels
+from textbatch.data.arrow import ListColumn
+from textbatch.data.columns import LabelSpec, invalid_text_rows, label_text, resolve_labels
+from textbatch.data.hashing import checksum_path, checksum_problem, file_digest, write_checksum
 from textbatch.errors import TextBatchError
 
 Example = dict[str, Any]
 Transform = Callable[[Example], Example]
 
 DEFAULT_MAX_LENGTH = 512
+# Cells such as "NA", "None", "null" or "nan" are text, not missing values (pandas' default);
+# only an empty cell is missing.
+_CSV = {"keep_default_na": False, "na_values": [""]}
 FILE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
-    ".csv": ("csv", {}),
-    ".tsv": ("csv", {"sep": "\t"}),
+    ".csv": ("csv", _CSV),
+    ".tsv": ("csv", {**_CSV, "sep": "\t"}),
     ".json": ("json", {}),
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
     ".txt": ("text", {}),
 }
 # Cached files carry this in their names; bump it when the stored layout changes.
-_CACHE_LAYOUT = "1"
+_CACHE_LAYOUT = "3"
 
 
 def default_cache_dir() -> Path:
-    """Where tokenised files are cached: ``$TEXTBATCH_CACHE`` or ``~/.cache/textbatch``."""
+    """Where data files are cached (as Arrow, and tokenised): ``$TEXTBATCH_CACHE`` or
+    ``~/.cache/textbatch``."""
     return Path(os.environ.get("TEXTBATCH_CACHE", Path.home() / ".cache" / "textbatch"))
 
 
@@ -117,11 +123,11 @@ class TextDataset(torch.utils.data.Dataset):
         tokenizer sets none. ``drop_invalid=True`` drops rows whose text or label is missing or
         empty instead of raising, and reports how many in ``num_dropped``. With ``cache_dir``,
         the tokenised result is cached there, keyed by the data's fingerprint, the tokenizer and
-        the options.
+        the options, and checked against its checksum when read back (``ds.from_cache``).
         """
         import datasets
 
-        from textbatch.tokenizers import load_tokenizer
+        from textbatch.data.tokenizers import load_tokenizer
 
         if isinstance(hf_dataset, datasets.DatasetDict):
             raise TextBatchError(
@@ -134,7 +140,7 @@ class TextDataset(torch.utils.data.Dataset):
                 "datasets.IterableDataset use StreamingTextDataset.from_hf."
             )
         tokenizer = load_tokenizer(tokenizer)
-        max_length = resolve_max_length(tokenizer, max_length)
+        max_length = resolve_max_length(tokenizer, max_length, pair=text_pair is not None)
         if len(hf_dataset) == 0:
             raise TextBatchError("the dataset is empty (0 rows); give it at least one example.")
         label = _check_columns(hf_dataset.column_names, text, text_pair, label)
@@ -164,6 +170,9 @@ class TextDataset(torch.utils.data.Dataset):
             hf_dataset = hf_dataset.select(keep)
             if label_spec is not None:
                 label_spec = label_spec.select(keep)
+            if _source is not None:  # the cache key names the rows that survive
+                kept = hashlib.blake2b(keep.astype(np.int64).tobytes(), digest_size=16)
+                _source = {**_source, "kept": kept.hexdigest()}
 
         tokenized, from_cache = _tokenize(
             hf_dataset, tokenizer, text, text_pair, max_length, cache_dir, _source
@@ -195,16 +204,18 @@ class TextDataset(torch.utils.data.Dataset):
     ) -> TextDataset:
         """Read a csv, tsv, json, jsonl, parquet or txt (one text per line) file and tokenise it.
 
-        The tokenised result is cached under ``cache_dir`` (default :func:`default_cache_dir`):
-        building the dataset again from the same, unchanged file with the same tokenizer and
-        options reads the cache instead of tokenising (``ds.from_cache`` is then True).
+        The tokenised result is cached under ``cache_dir`` (default :func:`default_cache_dir`),
+        keyed by a hash of the file's bytes (never its path, size or mtime), the tokenizer and
+        the options: building the dataset again from a file with the same contents reads the
+        cache instead of tokenising (``ds.from_cache`` is then True). A cache file that does not
+        match the checksum written with it is rebuilt, with a warning.
         Other arguments are as in :meth:`from_hf`.
         """
-        from textbatch.tokenizers import load_tokenizer
+        from textbatch.data.tokenizers import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer)
         cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        hf_dataset = load_file(path, cache_root)
+        hf_dataset, digest = _read_file(Path(path), cache_root)
         return cls.from_hf(
             hf_dataset,
             tokenizer,
@@ -216,7 +227,7 @@ class TextDataset(torch.utils.data.Dataset):
             drop_invalid=drop_invalid,
             transform=transform,
             cache_dir=cache_root,
-            _source=_file_identity(Path(path)),
+            _source={"file": digest, "format": file_format(Path(path))},
         )
 
     @classmethod
@@ -262,6 +273,25 @@ class TextDataset(torch.utils.data.Dataset):
         if self._lengths is None:
             self._lengths = self._columns["input_ids"].lengths()
         return self._lengths
+
+    def content_digest(self) -> str:
+        """An XXH3-128 digest of the examples as the model sees them (token ids, token types,
+        labels and label names, in order): equal for equal data however it was read or cached.
+        A resume compares it to refuse other data. Reads the Arrow buffers in place (about
+        0.1 s per 100 million tokens)."""
+        import xxhash
+
+        digest = xxhash.xxh3_128()
+        for name, column in sorted(self._columns.items()):
+            digest.update(name.encode())
+            digest.update(column.lengths().tobytes())
+            for values in column.values:
+                digest.update(str(values.dtype).encode())
+                digest.update(np.ascontiguousarray(values).data)
+        if self._labels is not None:
+            digest.update(np.asarray(self._labels, dtype=np.int64).tobytes())
+        digest.update(json.dumps(self.label_names).encode())
+        return digest.hexdigest()
 
     @property
     def has_labels(self) -> bool:
@@ -343,14 +373,36 @@ class TextDataset(torch.utils.data.Dataset):
 # ---------------------------------------------------------------------- helpers
 
 
-def resolve_max_length(tokenizer: Any, max_length: int | None) -> int:
-    """The truncation length in tokens: ``max_length``, else the tokenizer's, else 512."""
+def resolve_max_length(tokenizer: Any, max_length: int | None, pair: bool = False) -> int:
+    """The truncation length in tokens: ``max_length``, else the tokenizer's, else 512.
+
+    It must leave room for one real token (of each text, with ``pair``) besides the special
+    tokens the tokenizer adds: below that, fast tokenizers keep a text whole (with a logged
+    warning) or drop one text of a pair entirely.
+    """
+    given = max_length is not None
     if max_length is None:
         model_max = getattr(tokenizer, "model_max_length", None)
-        return int(model_max) if model_max and model_max < 1_000_000 else DEFAULT_MAX_LENGTH
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        max_length = int(model_max) if model_max and model_max < 1_000_000 else DEFAULT_MAX_LENGTH
+    if (
+        isinstance(max_length, bool)
+        or not isinstance(max_length, int | np.integer)
+        or max_length < 1
+    ):
         raise TextBatchError(f"max_length={max_length!r} must be a positive number of tokens.")
-    return max_length
+    special = tokenizer.num_special_tokens_to_add(pair=pair)
+    minimum = special + (2 if pair else 1)
+    if max_length < minimum:
+        texts, per_text = ("each pair of texts", " per text") if pair else ("each text", "")
+        fix = "Pass a larger max_length, or leave it out for the tokenizer's own limit."
+        if not given:
+            fix = "Pass a larger max_length (the tokenizer's model_max_length is too small)."
+        raise TextBatchError(
+            f"max_length={max_length} leaves no room for text: the tokenizer adds {special} "
+            f"special tokens to {texts}, so max_length must be at least {minimum} (one real "
+            f"token{per_text}). {fix}"
+        )
+    return int(max_length)
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -373,30 +425,95 @@ def _cache_key(**parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _file_identity(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+def load_file(
+    path: str | os.PathLike, cache_root: Path | None = None, *, streaming: bool = False
+) -> Any:
+    """Read a data file into a ``datasets.Dataset``, or with ``streaming=True`` into a
+    ``datasets.IterableDataset`` that reads the file as it is iterated (nothing cached).
+
+    The Arrow copy ``datasets`` makes is cached under ``<cache_root>/datasets/<hash of the file's
+    bytes>`` (``cache_root`` defaults to :func:`default_cache_dir`), so a replaced file is never
+    read back from the cache, whatever its size and mtime; it is checked against its checksum
+    when reused, and rebuilt with a warning when damaged.
+    """
+    return _read_file(Path(path), cache_root, streaming=streaming)[0]
 
 
-def load_file(path: str | os.PathLike, cache_root: Path | None = None, **kwargs: Any) -> Any:
-    """Read a data file into a ``datasets.Dataset`` (or ``IterableDataset`` with streaming=True)."""
+def _read_file(
+    path: Path, cache_root: Path | None, *, streaming: bool = False
+) -> tuple[Any, str | None]:
+    """:func:`load_file`, and the hash of the bytes it read (None when streaming)."""
     import datasets
 
-    path = Path(path)
     builder, options = file_format(path)
     if not path.is_file():
         raise TextBatchError(f"data file {str(path)!r} does not exist; check the path.")
     if path.stat().st_size == 0:
         raise TextBatchError(f"data file {str(path)!r} is empty; give it at least one example.")
-    cache = None if cache_root is None else str(cache_root / "datasets")
     try:
-        return datasets.load_dataset(
-            builder, data_files=str(path), split="train", cache_dir=cache, **options, **kwargs
-        )
+        if streaming:
+            stream = datasets.load_dataset(
+                builder, data_files=str(path), split="train", streaming=True, **options
+            )
+            return stream, None
+        before = _file_state(path)
+        digest = file_digest(path)
+        root = cache_root if cache_root is not None else default_cache_dir()
+        folder = root / "datasets" / digest
+        dataset = _load_checked(builder, path, folder, options)
+        if _file_state(path) != before:  # the cache may hold other bytes than the digest's
+            shutil.rmtree(folder, ignore_errors=True)
+            raise TextBatchError(
+                f"data file {str(path)!r} changed while it was being read; read it again once "
+                "it is completely written."
+            )
+        return dataset, digest
+    except TextBatchError:
+        raise
     except Exception as error:
+        if "corresponds to no data" in str(error):  # datasets' words for a file with no rows
+            raise TextBatchError(
+                f"data file {str(path)!r} has no rows (a header only?); give it at least one "
+                "example."
+            ) from None
         raise TextBatchError(
             f"cannot read {str(path)!r} as {builder}: {type(error).__name__}: {error}"
         ) from error
+
+
+def _file_state(path: Path) -> tuple[int, ...]:
+    """What changes when a file is written or replaced (ctime included, which ``touch -r``
+    cannot set back). Only to notice a change while the file is read: never a cache key."""
+    stat = path.stat()
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
+def _load_checked(builder: str, path: Path, folder: Path, options: dict[str, Any]) -> Any:
+    """``datasets.load_dataset`` with its Arrow copy under ``folder``: Arrow files that do not
+    match their checksums are built again (with a warning); new ones get checksums."""
+    import datasets
+
+    loader = datasets.load_dataset_builder(
+        builder, data_files=str(path), cache_dir=str(folder), **options
+    )
+    prepared = Path(loader.cache_dir)
+    if prepared.is_dir():
+        for arrow_file in sorted(prepared.glob("*.arrow")):
+            problem = checksum_problem(arrow_file)
+            if problem is not None:
+                warnings.warn(
+                    f"textbatch rebuilds the cached copy of {str(path)!r}: {arrow_file} is "
+                    f"damaged ({problem}).",
+                    stacklevel=2,
+                )
+                shutil.rmtree(prepared)
+                break
+    fresh = not prepared.is_dir()
+    loader.download_and_prepare()
+    if fresh:
+        for arrow_file in prepared.glob("*.arrow"):
+            write_checksum(arrow_file)
+    return loader.as_dataset(split="train")
 
 
 def file_format(path: Path) -> tuple[str, dict[str, Any]]:
@@ -441,8 +558,9 @@ def _tokenize(
 ) -> tuple[Any, bool]:
     """Tokenise in batches with ``Dataset.map``; return the dataset and whether it came from the
     cache. The cache file is named by a key of everything that decides its contents: the rows
-    (the data's fingerprint, which changes with every selection, and the file's identity), the
-    tokenizer and the options."""
+    (``source``, the hash of the file and the rows kept, or else the data's fingerprint), the
+    tokenizer and the options. It is read only when it matches its checksum (bytes, size and
+    the number of rows), else tokenised again with a warning."""
     import datasets
 
     keep_types = text_pair is not None or "token_type_ids" in tokenizer.model_input_names
@@ -450,8 +568,7 @@ def _tokenize(
     if keep_types:
         features["token_type_ids"] = datasets.List(datasets.Value("int8"))
     fingerprint = _cache_key(
-        data=hf_dataset._fingerprint,
-        source=source,
+        data=hf_dataset._fingerprint if source is None else source,
         tokenizer=tokenizer_fingerprint(tokenizer),
         text=text,
         text_pair=text_pair,
@@ -459,26 +576,33 @@ def _tokenize(
         keep_types=keep_types,
     )
     cache_file = None if cache_dir is None else Path(cache_dir) / f"tokenized-{fingerprint}.arrow"
-    from_cache = cache_file is not None and cache_file.is_file()
+    from_cache = False
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
+        if cache_file.exists():
+            problem = checksum_problem(cache_file, rows=len(hf_dataset))
+            from_cache = problem is None
+            if problem is not None:
+                warnings.warn(
+                    f"textbatch tokenises again: the cache file {cache_file} is damaged "
+                    f"({problem}).",
+                    stacklevel=2,
+                )
+                checksum_path(cache_file).unlink(missing_ok=True)
 
-    def run(load_from_cache_file: bool) -> Any:
-        return hf_dataset.map(
-            _TokenizeBatch(tokenizer, text, text_pair, max_length, keep_types),
-            batched=True,
-            batch_size=1000,
-            remove_columns=hf_dataset.column_names,
-            features=datasets.Features(features),
-            cache_file_name=None if cache_file is None else str(cache_file),
-            load_from_cache_file=load_from_cache_file,
-            new_fingerprint=fingerprint,
-            desc="Tokenizing",
-        )
-
-    tokenized = run(load_from_cache_file=True)
-    if len(tokenized) != len(hf_dataset):  # a cache file that does not fit: tokenise again
-        tokenized, from_cache = run(load_from_cache_file=False), False
+    tokenized = hf_dataset.map(
+        _TokenizeBatch(tokenizer, text, text_pair, max_length, keep_types),
+        batched=True,
+        batch_size=1000,
+        remove_columns=hf_dataset.column_names,
+        features=datasets.Features(features),
+        cache_file_name=None if cache_file is None else str(cache_file),
+        load_from_cache_file=from_cache,
+        new_fingerprint=fingerprint,
+        desc="Tokenizing",
+    )
+    if cache_file is not None and not from_cache and cache_file.is_file():
+        write_checksum(cache_file, rows=len(tokenized))
     return tokenized, from_cache
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from textbatch.stats import as_lengths
+from textbatch.batching.stats import as_lengths
 
 
 def random_batches(num_examples: int, batch_size: int, seed: int = 0) -> list[np.ndarray]:

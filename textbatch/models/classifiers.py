@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from textbatch.collate import block_diagonal_mask
+from textbatch.batching.masks import block_diagonal_mask
 from textbatch.errors import TextBatchError
-from textbatch.io import atomic_write, write_json
+from textbatch.files import atomic_write, write_json
 
 CONFIG_FILE = "textbatch_model.json"
 WEIGHTS_FILE = "model.safetensors"

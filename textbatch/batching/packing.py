@@ -1,10 +1,10 @@
 """Packing: sequences laid end to end in rows of a fixed capacity, so that nothing is padding.
 
-``pack_rows`` is the one layout rule, shared by the sampler that plans an epoch's rows and by
-``PackingCollator`` that lays them out, so that a batch gets exactly the layout its plan counted
-on. It takes the better of two packings: next-fit in the given order, which reproduces rows
-that a planner lists one after another (and never needs more rows than they had), and
-best-fit decreasing, which packs any other batch well.
+``pack_rows`` is the layout rule of ``PackingCollator``: next-fit in the given order, unless
+best-fit decreasing needs fewer rows. The sampler plans an epoch's rows by best-fit decreasing
+(``plan_packed_batches``) and lists each batch's rows one after another; next-fit reproduces
+such rows and never needs more of them, so a batch is laid out in at most the rows its plan
+counted on. Best-fit decreasing takes over for batches that no plan made, which it packs well.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def next_fit(lengths: Sequence[int] | np.ndarray, capacity: int) -> list[list[in
 
 def pack_rows(lengths: Sequence[int] | np.ndarray, capacity: int) -> list[list[int]]:
     """The rows ``PackingCollator`` lays out: next-fit in the given order, unless best-fit
-    decreasing needs fewer rows. Deterministic."""
+    decreasing needs fewer rows (on a tie, next-fit). Deterministic."""
     ordered = next_fit(lengths, capacity)
     best = best_fit_decreasing(lengths, capacity)
     return best if len(best) < len(ordered) else ordered

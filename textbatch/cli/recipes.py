@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,18 +18,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from textbatch.collate import PackingCollator, PaddingCollator
-from textbatch.data import TextDataset, load_file, resolve_max_length
-from textbatch.distributed import barrier
+from textbatch.batching.collate import PackingCollator, PaddingCollator
+from textbatch.batching.loaders import make_loader
+from textbatch.cli.config import TrainConfig
+from textbatch.data.dataset import TextDataset, load_file, resolve_max_length
+from textbatch.data.prepare import corpus_train_eval, texts_of
+from textbatch.data.tokenizers import load_tokenizer, train_tokenizer
+from textbatch.distributed import barrier, init_distributed, is_main_process
 from textbatch.errors import TextBatchError
-from textbatch.io import write_json, write_text
-from textbatch.loaders import make_loader
-from textbatch.models import BackboneClassifier, TextClassifier, load_model
-from textbatch.pipeline import corpus_train_eval, texts_of
-from textbatch.tokenizers import load_tokenizer, train_tokenizer
-from textbatch.train import fit, init_distributed, is_main_process, resolve_device
+from textbatch.files import atomic_folder, write_json, write_text
+from textbatch.models.classifiers import BackboneClassifier, TextClassifier, load_model
+from textbatch.training.checkpoint import checkpoint_folders
+from textbatch.training.loop import fit, resolve_device
 
-SMALL_MODELS = {"small": "mean", "transformer": "transformer"}
+SMALL_MODELS = {"small": "mean", "transformer": "transformer"}  # --model -> encoder
 # Peak learning rates that suit each kind of model on the embedded corpus.
 DEFAULT_LR = {"small": 5e-2, "transformer": 3e-3, "pretrained": 5e-5}
 
@@ -48,166 +51,59 @@ def _eval_split(
     return dataset.select(np.sort(order[size:])), dataset.select(np.sort(order[:size]))
 
 
-def train_classifier(
-    data: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    eval_data: str | os.PathLike | None = None,
-    eval_fraction: float = 0.1,
-    text: str = "text",
-    text_pair: str | None = None,
-    label: str = "label",
-    tokenizer: str | os.PathLike | None = None,
-    model: str = "small",
-    sampler: str = "bucket",
-    batch_size: int | None = 32,
-    max_tokens: int | None = None,
-    epochs: int = 3,
-    lr: float | None = None,
-    max_length: int | None = None,
-    dim: int = 128,
-    pooling: str = "cls",
-    grad_accum: int = 1,
-    checkpoint_every: int | None = None,
-    packing: bool = False,
-    packing_capacity: int | None = None,
-    resume: bool = False,
-    seed: int = 0,
-    num_workers: int = 0,
-    device: str = "auto",
-    drop_invalid: bool = False,
-    vocab_size: int = 8000,
-    progress: bool = True,
-) -> dict[str, float]:
+def _save_tokenizer(tok: Any, out: Path, replace: bool = False) -> None:
+    """Save ``tok`` as ``out/tokenizer`` atomically (a folder renamed into place). A tokenizer
+    there already is kept (the run's own, on a resume) unless ``replace``."""
+    final = out / "tokenizer"
+    if final.is_dir() and not replace:
+        return
+    for leftover in out.glob(".tokenizer.*"):  # of a killed write
+        shutil.rmtree(leftover, ignore_errors=True)
+    atomic_folder(final, tok.save_pretrained)
+
+
+def train_classifier(config: TrainConfig) -> dict[str, float]:
     """Train a classifier on a data file; write the model, tokenizer, label names,
-    ``history.json`` and ``metrics.json`` (the final evaluation) under ``out``.
+    ``history.json`` and ``metrics.json`` (the final evaluation) under ``config.out``.
 
-    ``model`` is ``"small"`` (mean of embeddings), ``"transformer"`` (a small Transformer
-    encoder) or the path of a local Hugging Face encoder to fine-tune. With ``packing``,
-    batches are packed rows of ``packing_capacity`` tokens (default: the truncation length),
-    ``max_tokens`` per batch (default 8 rows). Works under ``torchrun``.
+    ``config.model`` is ``"small"`` (mean of embeddings), ``"transformer"`` (a small
+    Transformer encoder) or the path of a local Hugging Face encoder to fine-tune. With
+    ``packing``, batches are packed rows of ``packing_capacity`` tokens (default: the truncation
+    length), ``max_tokens`` per batch (default 8 rows). Works under ``torchrun``.
     """
-    out = Path(out)
-    torch_device = resolve_device(device)
-    distributed = init_distributed(torch_device)
+    out = Path(config.out)
+    device = resolve_device(config.device)
+    distributed = init_distributed(device)
     main = is_main_process()
-    backbone = model not in SMALL_MODELS
-    if backbone and not Path(model).is_dir():
-        raise TextBatchError(
-            f"--model {model!r} is neither 'small', 'transformer' nor a model directory."
-        )
-    if resume and not (out / "tokenizer").is_dir():
-        raise TextBatchError(f"nothing to resume in {str(out)!r}: it holds no tokenizer/ yet.")
-
-    # The tokenizer: given, the backbone's own, the one saved by an interrupted run, or trained
-    # here (by rank 0, then shared through the output directory).
-    if tokenizer is not None:
-        tok = load_tokenizer(tokenizer)
-    elif backbone:
-        tok = load_tokenizer(model)
-    elif resume:
-        tok = load_tokenizer(out / "tokenizer")
-    else:
-        if main:
-            texts = texts_of(load_file(data), text, text_pair)
-            train_tokenizer(texts, vocab_size=vocab_size).save_pretrained(out / "tokenizer")
-        barrier()
-        tok = load_tokenizer(out / "tokenizer")
-
-    options = {"text": text, "text_pair": text_pair, "label": label, "max_length": max_length}
-    if main:  # rank 0 tokenises first; the others then read its cache
-        train = TextDataset.from_file(data, tok, drop_invalid=drop_invalid, **options)
-    barrier()
-    if not main:
-        train = TextDataset.from_file(data, tok, drop_invalid=drop_invalid, **options)
-    if not train.has_labels:
-        raise TextBatchError(
-            f"{str(data)!r} has no label column {label!r}; pass --label-column to name it."
-        )
-    if eval_data is not None:
-        try:
-            evaluation = TextDataset.from_file(
-                eval_data, tok, label_names=train.label_names, drop_invalid=drop_invalid, **options
-            )
-        except TextBatchError as error:
-            if "is not in label_names" not in str(error):
-                raise
-            raise TextBatchError(
-                f"the evaluation data {str(eval_data)!r} has a label never seen in training: "
-                f"{error}"
-            ) from error
-    else:
-        train, evaluation = _eval_split(train, eval_fraction, seed)
-
-    torch.manual_seed(seed)
+    _check_model_and_out(config, out)
+    tok = _run_tokenizer(config, out, main)
+    train, evaluation = _run_datasets(config, tok, main)
     names = train.label_names
-    if backbone:
-        classifier: torch.nn.Module = BackboneClassifier.from_pretrained(
-            model, len(names), pooling=pooling, label_names=names
-        )
-    else:
-        classifier = TextClassifier(
-            len(tok),
-            len(names),
-            dim=dim,
-            encoder=SMALL_MODELS[model],
-            max_length=resolve_max_length(tok, max_length),
-            pad_token_id=tok.pad_token_id,
-            label_names=names,
-        )
-    capacity = None
-    if packing:
-        capacity = packing_capacity or resolve_max_length(tok, max_length)
-        max_tokens = max_tokens or 8 * capacity
-        collate: Any = PackingCollator.from_tokenizer(
-            tok,
-            capacity=capacity,
-            position_offset=getattr(classifier, "position_offset", 0),
-            mask=backbone,  # TextClassifier builds its own mask from sequence_ids
-        )
-    else:
-        collate = PaddingCollator.from_tokenizer(tok)
-    train_loader = make_loader(
-        train,
-        collate,
-        sampler=sampler,
-        batch_size=batch_size,
-        max_tokens=max_tokens,
-        seed=seed,
-        num_workers=num_workers,
-        device=torch_device,
-        packing_capacity=capacity,
-    )
-    eval_loader = make_loader(
-        evaluation,
-        collate,
-        sampler="bucket",
-        batch_size=None if batch_size is None else 2 * batch_size,
-        max_tokens=max_tokens,
-        shuffle=False,
-        device=torch_device,
-        packing_capacity=capacity,
-    )
+    if main:  # what predict needs besides the weights, before the first checkpoint
+        _save_tokenizer(tok, out, replace=not config.resume)
+        write_json(out / "labels.json", names)
+    torch.manual_seed(config.seed)
+    classifier = _run_classifier(config, tok, names)
+    train_loader, eval_loader = _run_loaders(config, train, evaluation, tok, classifier, device)
     history = fit(
         classifier,
         train_loader,
         eval_loader,
-        epochs=epochs,
-        lr=lr if lr is not None else DEFAULT_LR["pretrained" if backbone else model],
-        grad_accum=grad_accum,
-        device=torch_device,
+        epochs=config.epochs,
+        lr=config.lr if config.lr is not None else DEFAULT_LR[_model_kind(config)],
+        grad_accum=config.grad_accum,
+        device=device,
         out_dir=out,
-        resume=resume,
-        checkpoint_every=checkpoint_every,
-        seed=seed,
-        progress=progress,
+        resume=config.resume,
+        checkpoint_every=config.checkpoint_every,
+        seed=config.seed,
+        progress=config.progress,
+        config=config.identity(),
     )
     final = history[-1]
     metrics = {k[len("eval_") :]: final[k] for k in ("eval_accuracy", "eval_macro_f1", "eval_loss")}
     if main:
         classifier.save_pretrained(out / "model")
-        tok.save_pretrained(out / "tokenizer")
-        write_json(out / "labels.json", names)
         write_json(out / "metrics.json", metrics)
         print(
             f"final evaluation: accuracy {metrics['accuracy']:.4f}, macro-F1 "
@@ -217,6 +113,155 @@ def train_classifier(
         barrier()
         torch.distributed.destroy_process_group()
     return metrics
+
+
+def _model_kind(config: TrainConfig) -> str:
+    return "pretrained" if config.backbone else config.model
+
+
+def _check_model_and_out(config: TrainConfig, out: Path) -> None:
+    if config.backbone and not Path(config.model).is_dir():
+        raise TextBatchError(
+            f"--model {config.model!r} is neither 'small', 'transformer' nor a model directory."
+        )
+    if config.backbone and not (Path(config.model) / "config.json").is_file():
+        raise TextBatchError(
+            f"--model {config.model!r} is not a model folder: it has no config.json. Give the "
+            "folder of a Hugging Face model (save_pretrained's output), or 'small' or "
+            "'transformer'."
+        )
+    if not config.resume and checkpoint_folders(out / "checkpoints"):
+        raise TextBatchError(
+            f"{str(out)!r} holds the checkpoints of an earlier run; continue it with --resume, "
+            "or train into another --out directory."
+        )
+
+
+def _run_tokenizer(config: TrainConfig, out: Path, main: bool) -> Any:
+    """The tokenizer: given, the backbone's own, the one saved by an interrupted run, or trained
+    here (by rank 0, then shared through the output directory). It is saved at the start, so
+    that an interrupted run can resume with it."""
+    if config.tokenizer is not None:
+        return load_tokenizer(config.tokenizer)
+    if config.backbone:
+        return load_tokenizer(config.model)
+    if config.resume and (out / "tokenizer").is_dir():
+        return load_tokenizer(out / "tokenizer")
+    if config.resume and checkpoint_folders(out / "checkpoints"):
+        raise TextBatchError(
+            f"cannot resume in {str(out)!r}: it holds checkpoints but no tokenizer/, which the "
+            "run's token ids came from. Restore it, or pass the run's --tokenizer."
+        )
+    if main:  # a fresh run (also --resume before any checkpoint was written)
+        texts = texts_of(load_file(config.data), config.text, config.text_pair)
+        trained = train_tokenizer(texts, vocab_size=config.vocab_size)
+        _save_tokenizer(trained, out, replace=True)
+    barrier()
+    return load_tokenizer(out / "tokenizer")
+
+
+def _run_datasets(config: TrainConfig, tok: Any, main: bool) -> tuple[TextDataset, TextDataset]:
+    """The training and evaluation sets (``--eval-data``, or a seeded split of ``--data``)."""
+    options = {
+        "text": config.text,
+        "text_pair": config.text_pair,
+        "label": config.label,
+        "max_length": config.max_length,
+        "drop_invalid": config.drop_invalid,
+    }
+    if main:  # rank 0 tokenises first; the others then read its cache
+        train = TextDataset.from_file(config.data, tok, **options)
+    barrier()
+    if not main:
+        train = TextDataset.from_file(config.data, tok, **options)
+    if not train.has_labels:
+        raise TextBatchError(
+            f"{str(config.data)!r} has no label column {config.label!r}; pass --label-column to "
+            "name it."
+        )
+    if train.num_labels < 2:
+        raise TextBatchError(
+            f"{str(config.data)!r} has one label only ({train.label_names[0]!r} in column "
+            f"{config.label!r}): a classifier needs at least two. Check --label-column, or give "
+            "data with examples of every class."
+        )
+    if config.eval_data is None:
+        return _eval_split(train, config.eval_fraction, config.seed)
+    try:
+        evaluation = TextDataset.from_file(
+            config.eval_data, tok, label_names=train.label_names, **options
+        )
+    except TextBatchError as error:
+        if "is not in label_names" not in str(error):
+            raise
+        raise TextBatchError(
+            f"the evaluation data {str(config.eval_data)!r} has a label never seen in training: "
+            f"{error}"
+        ) from error
+    return train, evaluation
+
+
+def _run_classifier(config: TrainConfig, tok: Any, names: list[str]) -> torch.nn.Module:
+    if config.backbone:
+        return BackboneClassifier.from_pretrained(
+            config.model, len(names), pooling=config.pooling, label_names=names
+        )
+    return TextClassifier(
+        len(tok),
+        len(names),
+        dim=config.dim,
+        encoder=SMALL_MODELS[config.model],
+        max_length=resolve_max_length(tok, config.max_length, pair=config.text_pair is not None),
+        pad_token_id=tok.pad_token_id,
+        label_names=names,
+    )
+
+
+def _run_loaders(
+    config: TrainConfig,
+    train: TextDataset,
+    evaluation: TextDataset,
+    tok: Any,
+    classifier: torch.nn.Module,
+    device: torch.device,
+) -> tuple[Any, Any]:
+    """Training and evaluation loaders: padded batches, or packed rows with ``--packing``."""
+    capacity, max_tokens = None, config.max_tokens
+    if config.packing:
+        pair = config.text_pair is not None
+        capacity = config.packing_capacity or resolve_max_length(tok, config.max_length, pair=pair)
+        max_tokens = max_tokens or 8 * capacity
+        collate: Any = PackingCollator.from_tokenizer(
+            tok,
+            capacity=capacity,
+            position_offset=getattr(classifier, "position_offset", 0),
+            mask=config.backbone,  # TextClassifier builds its own mask from sequence_ids
+        )
+    else:
+        collate = PaddingCollator.from_tokenizer(tok)
+    batch_size = config.batch_size
+    train_loader = make_loader(
+        train,
+        collate,
+        sampler=config.sampler,
+        batch_size=batch_size,
+        max_tokens=max_tokens,
+        seed=config.seed,
+        num_workers=config.num_workers,
+        device=device,
+        packing_capacity=capacity,
+    )
+    eval_loader = make_loader(
+        evaluation,
+        collate,
+        sampler="bucket",
+        batch_size=None if batch_size is None else 2 * batch_size,
+        max_tokens=max_tokens,
+        shuffle=False,
+        device=device,
+        packing_capacity=capacity,
+    )
+    return train_loader, eval_loader
 
 
 def _model_and_tokenizer(directory: Path) -> tuple[torch.nn.Module, Any]:
@@ -244,11 +289,15 @@ def predict_file(
 ) -> int:
     """Write one prediction per row of ``data`` (``row``, ``label``, ``probability``), in input
     order, to ``out`` (``.csv`` or ``.jsonl``). Returns the number of rows."""
-    from textbatch.train import predict_proba
+    from textbatch.training.loop import predict_proba
 
     out = Path(out)
     if out.suffix not in (".csv", ".jsonl"):
         raise TextBatchError(f"--out {str(out)!r} must end in .csv or .jsonl.")
+    if out.exists() and out.resolve() == Path(data).resolve():
+        raise TextBatchError(
+            f"--out {str(out)!r} is the --data file; write the predictions to another file."
+        )
     model, tok = _model_and_tokenizer(Path(model_dir))
     names = model.config.get("label_names") or [str(i) for i in range(model.num_labels)]
     max_length = model.config.get("max_length")
@@ -351,15 +400,15 @@ def run_bench(
     """Tokenise the data once, compare every strategy on its lengths, time the collators (and,
     with ``train_steps``, training), and write ``results.json``, ``results.csv`` and PNG plots
     (when matplotlib is installed) under ``out``. Returns the results."""
-    from textbatch.bench import (
+    from textbatch.batching.stats import length_summary
+    from textbatch.bench.compare import (
         SCHEMA_VERSION,
         collate_speed,
         compare_strategies,
         machine,
         train_throughput,
     )
-    from textbatch.pipeline import load_dataset_and_tokenizer
-    from textbatch.stats import length_summary
+    from textbatch.data.prepare import load_dataset_and_tokenizer
 
     out = Path(out)
     max_tokens = max_tokens or 128 * batch_size
@@ -390,7 +439,7 @@ def run_bench(
     writer.writerows(report["strategies"])
     write_text(out / "results.csv", buffer.getvalue())
     try:
-        from textbatch.plots import plot_results
+        from textbatch.bench.plots import plot_results
 
         report["plots"] = [str(p) for p in plot_results(out, lengths, results, max_length)]
     except ImportError:
@@ -413,14 +462,15 @@ def data_stats(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Token lengths of the data (untruncated), how many ``max_length`` would cut, and what
-    batching to use on it (``textbatch.bench.recommend``)."""
-    from textbatch.bench import recommend
-    from textbatch.pipeline import load_dataset_and_tokenizer
-    from textbatch.stats import length_summary
+    batching to use on it (``textbatch.bench.compare.recommend``)."""
+    from textbatch.batching.stats import length_summary
+    from textbatch.bench.compare import recommend
+    from textbatch.data.prepare import load_dataset_and_tokenizer
 
-    dataset, _ = load_dataset_and_tokenizer(
+    dataset, tok = load_dataset_and_tokenizer(
         data, tokenizer, text=text, text_pair=text_pair, label=None, max_length=10**7
     )
+    max_length = resolve_max_length(tok, max_length, pair=text_pair is not None)
     lengths = dataset.lengths
     summary = length_summary(lengths)
     summary["truncated"] = int((lengths > max_length).sum())

@@ -32,14 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from textbatch.errors import TextBatchError
-from textbatch.stats import (
+from textbatch.batching.stats import (
     PaddingStats,
     as_lengths,
     packing_stats,
     padding_stats,
     summarise_batches,
 )
+from textbatch.errors import TextBatchError
 
 SCHEMA_VERSION = 1
 STRATEGIES = (
@@ -116,8 +116,8 @@ def compare_strategies(
     """Plan one epoch of ``lengths`` (tokens, already truncated to ``max_length``) with each
     strategy and measure its padding. ``max_tokens`` is the token budget of ``token_budget``
     and ``packing`` (whose rows are ``max_length`` tokens)."""
-    from textbatch.baselines import hf_length_grouped_batches, random_batches, sorted_batches
-    from textbatch.sampling import BucketBatchSampler
+    from textbatch.batching.sampler import BucketBatchSampler
+    from textbatch.bench.baselines import hf_length_grouped_batches, random_batches, sorted_batches
 
     lengths = as_lengths(lengths)
     if lengths.size == 0:
@@ -168,7 +168,7 @@ def collate_speed(
     random batches of ``dataset`` (features as ``ds[i]`` gives them)."""
     from transformers import DataCollatorWithPadding
 
-    from textbatch.collate import PaddingCollator
+    from textbatch.batching.collate import PaddingCollator
 
     rng = np.random.default_rng(seed)
     size = min(batch_size, len(dataset))
@@ -204,9 +204,9 @@ def train_throughput(
     import torch
     from torch.utils.data import DataLoader
 
-    from textbatch.collate import PackingCollator, PaddingCollator
-    from textbatch.models import TextClassifier
-    from textbatch.train import fit
+    from textbatch.batching.collate import PackingCollator, PaddingCollator
+    from textbatch.models.classifiers import TextClassifier
+    from textbatch.training.loop import fit
 
     if not dataset.has_labels:
         raise TextBatchError("--train-steps needs labelled data (a label column).")

@@ -6,7 +6,15 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
+from textbatch.cli.config import (
+    TrainConfig,
+    add_arguments,
+    config_from_args,
+    non_negative,
+    positive,
+)
 from textbatch.errors import TextBatchError
 
 
@@ -27,12 +35,15 @@ def _add_data_arguments(parser: argparse.ArgumentParser, label: bool = True) -> 
         help="tokenizer directory or tokenizer.json (default: train a WordPiece one on the data)",
     )
     parser.add_argument(
-        "--max-length", type=int, default=512, help="examples' length limit in tokens (default 512)"
+        "--max-length",
+        type=positive,
+        default=512,
+        help="examples' length limit in tokens (default 512)",
     )
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
-    from textbatch.recipes import data_stats
+    from textbatch.cli.recipes import data_stats
 
     report = data_stats(
         args.data,
@@ -73,7 +84,7 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from textbatch.recipes import run_bench
+    from textbatch.cli.recipes import run_bench
 
     report = run_bench(
         args.out,
@@ -118,7 +129,7 @@ def _fmt(value: float | int) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from textbatch.recipes import run_demo
+    from textbatch.cli.recipes import run_demo
 
     results = run_demo(
         size=args.size,
@@ -145,43 +156,13 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from textbatch.recipes import train_classifier
+    from textbatch.cli.recipes import train_classifier
 
-    if args.batch_size is None and args.max_tokens is None:
-        args.batch_size = 32
-    train_classifier(
-        args.data,
-        args.out,
-        eval_data=args.eval_data,
-        eval_fraction=args.eval_fraction,
-        text=args.text_column,
-        text_pair=args.text_pair_column,
-        label=args.label_column,
-        tokenizer=args.tokenizer,
-        model=args.model,
-        sampler=args.sampler,
-        batch_size=args.batch_size,
-        max_tokens=args.max_tokens,
-        epochs=args.epochs,
-        lr=args.lr,
-        max_length=args.max_length,
-        dim=args.dim,
-        pooling=args.pooling,
-        grad_accum=args.grad_accum,
-        checkpoint_every=args.checkpoint_every,
-        packing=args.packing,
-        packing_capacity=args.packing_capacity,
-        resume=args.resume,
-        seed=args.seed,
-        num_workers=args.num_workers,
-        device=args.device,
-        drop_invalid=args.drop_invalid,
-        progress=not args.no_progress,
-    )
+    train_classifier(config_from_args(args, TrainConfig))
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from textbatch.recipes import predict_file
+    from textbatch.cli.recipes import predict_file
 
     rows = predict_file(
         args.model,
@@ -196,12 +177,25 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     print(f"wrote {rows:,} predictions to {args.out}")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``textbatch train: error: ...``, exit 2) and no
+    abbreviated flags (``--epoch`` is not ``--epochs``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``textbatch`` command."""
     from textbatch import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="textbatch",
+        allow_abbrev=False,
         description="Fast, low-padding PyTorch batches from labelled text.",
     )
     parser.add_argument("--version", action="version", version=f"textbatch {__version__}")
@@ -216,8 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
         "estimated speed-up over random batches.",
     )
     _add_data_arguments(stats, label=False)
-    stats.add_argument("--batch-size", type=int, default=32, help="examples per batch (default 32)")
-    stats.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    stats.add_argument(
+        "--batch-size", type=positive, default=32, help="examples per batch (default 32)"
+    )
+    stats.add_argument("--seed", type=non_negative, default=0, help="random seed (default 0)")
     stats.set_defaults(run=_cmd_stats)
 
     bench = commands.add_parser(
@@ -230,14 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
         "throughput under each. Writes results.json, results.csv and PNG plots to --out.",
     )
     _add_data_arguments(bench)
-    bench.add_argument("--batch-size", type=int, default=32, help="examples per batch (default 32)")
     bench.add_argument(
-        "--max-tokens", type=int, help="token budget per batch (default 128 x --batch-size)"
+        "--batch-size", type=positive, default=32, help="examples per batch (default 32)"
     )
     bench.add_argument(
-        "--train-steps", type=int, help="also train N batches with each strategy (throughput)"
+        "--max-tokens", type=positive, help="token budget per batch (default 128 x --batch-size)"
     )
-    bench.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    bench.add_argument(
+        "--train-steps", type=positive, help="also train N batches with each strategy (throughput)"
+    )
+    bench.add_argument("--seed", type=non_negative, default=0, help="random seed (default 0)")
     bench.add_argument("--out", required=True, help="output directory")
     bench.set_defaults(run=_cmd_bench)
 
@@ -248,13 +246,17 @@ def build_parser() -> argparse.ArgumentParser:
         "train the same small Transformer classifier on random batches and on bucketed batches; "
         "print accuracy, time per epoch and padding for both (about a minute on 2 CPU cores).",
     )
-    demo.add_argument("--size", type=int, default=20_000, help="corpus examples (default 20000)")
-    demo.add_argument("--epochs", type=int, default=1, help="epochs per run (default 1)")
-    demo.add_argument("--batch-size", type=int, default=32, help="examples per batch (default 32)")
     demo.add_argument(
-        "--max-length", type=int, default=128, help="tokens per example (default 128)"
+        "--size", type=positive, default=20_000, help="corpus examples (default 20000)"
     )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    demo.add_argument("--epochs", type=positive, default=1, help="epochs per run (default 1)")
+    demo.add_argument(
+        "--batch-size", type=positive, default=32, help="examples per batch (default 32)"
+    )
+    demo.add_argument(
+        "--max-length", type=positive, default=128, help="tokens per example (default 128)"
+    )
+    demo.add_argument("--seed", type=non_negative, default=0, help="random seed (default 0)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(run=_cmd_demo)
 
@@ -265,82 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
         "names, history.json and metrics.json to --out. Runs on the CPU, a GPU, or several "
         "processes under torchrun (e.g. torchrun --nproc_per_node 2 -m textbatch train ...).",
     )
-    train.add_argument(
-        "--data", required=True, help="training data: csv, tsv, json, jsonl, parquet"
-    )
-    held_out = train.add_mutually_exclusive_group()
-    held_out.add_argument("--eval-data", help="evaluation data file (same columns)")
-    held_out.add_argument(
-        "--eval-fraction",
-        type=float,
-        default=0.1,
-        help="hold out this share of --data for evaluation when no --eval-data (default 0.1)",
-    )
-    train.add_argument("--text-column", default="text", help="column with the text (default text)")
-    train.add_argument("--text-pair-column", help="column with the second text of a pair")
-    train.add_argument(
-        "--label-column", default="label", help="column with the labels (default label)"
-    )
-    train.add_argument(
-        "--tokenizer",
-        help="tokenizer directory or tokenizer.json (default: the model's, or a WordPiece one "
-        "trained on --data)",
-    )
-    train.add_argument(
-        "--model",
-        default="small",
-        help="'small' (mean of embeddings), 'transformer' (a small Transformer encoder) or the "
-        "path of a local Hugging Face encoder to fine-tune (default small)",
-    )
-    train.add_argument(
-        "--sampler",
-        default="bucket",
-        choices=["bucket", "random", "sorted"],
-        help="how examples are batched (default bucket)",
-    )
-    size = train.add_mutually_exclusive_group()
-    size.add_argument("--batch-size", type=int, help="examples per batch (default 32)")
-    size.add_argument("--max-tokens", type=int, help="token budget per batch, padding included")
-    train.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
-    train.add_argument(
-        "--lr",
-        type=float,
-        help="peak learning rate (default 5e-2 small, 3e-3 transformer, 5e-5 pretrained)",
-    )
-    train.add_argument("--max-length", type=int, help="truncate examples to this many tokens")
-    train.add_argument(
-        "--dim", type=int, default=128, help="width of the small models (default 128)"
-    )
-    train.add_argument(
-        "--pooling", default="cls", choices=["cls", "mean"], help="pretrained model pooling"
-    )
-    train.add_argument("--grad-accum", type=int, default=1, help="batches per optimizer step")
-    train.add_argument(
-        "--checkpoint-every", type=int, help="also checkpoint every N optimizer steps"
-    )
-    train.add_argument(
-        "--packing",
-        action="store_true",
-        help="train on packed rows (no padding); --max-tokens per batch (default 8 rows)",
-    )
-    train.add_argument(
-        "--packing-capacity",
-        type=int,
-        help="tokens per packed row (default: --max-length, or the tokenizer's)",
-    )
-    train.add_argument("--out", required=True, help="output directory")
-    train.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint in --out"
-    )
-    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    train.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    train.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    train.add_argument(
-        "--drop-invalid",
-        action="store_true",
-        help="drop rows with missing or empty text or label instead of stopping",
-    )
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_arguments(train, TrainConfig)
     train.set_defaults(run=_cmd_train)
 
     predict = commands.add_parser(
@@ -355,8 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", default="text", help="column with the text")
     predict.add_argument("--text-pair-column", help="column with the second text of a pair")
     predict_size = predict.add_mutually_exclusive_group()
-    predict_size.add_argument("--batch-size", type=int, default=64, help="examples per batch")
-    predict_size.add_argument("--max-tokens", type=int, help="token budget per batch")
+    predict_size.add_argument("--batch-size", type=positive, default=64, help="examples per batch")
+    predict_size.add_argument("--max-tokens", type=positive, help="token budget per batch")
     predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
     predict.set_defaults(run=_cmd_predict)
     return parser
@@ -364,13 +291,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``textbatch`` command; bad input prints one clear line and exits with status 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the command's own parser, with its own usage
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if getattr(args, "no_progress", False) or getattr(args, "progress", True) is False:
+        import datasets
+
+        datasets.disable_progress_bars()  # "Generating", "Tokenizing", "Map" bars too
     try:
         args.run(args)
     except TextBatchError as error:
         print(f"textbatch {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"textbatch {args.command}: interrupted{_where_to_resume(args)}", file=sys.stderr)
+        return 130
     return 0
+
+
+def _where_to_resume(args: argparse.Namespace) -> str:
+    """For an interrupted ``train``: where its newest checkpoint is and how to continue."""
+    if args.command != "train":
+        return "."
+    from textbatch.training.checkpoint import checkpoint_folders
+
+    folders = checkpoint_folders(Path(args.out) / "checkpoints")
+    if not folders:
+        return " before its first checkpoint; run the same command again to start over."
+    return f"; the last checkpoint is {folders[0]}. Continue with the same command and --resume."
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from textbatch.corpus import corpus_dataset
-from textbatch.data import TextDataset, default_cache_dir, load_file
+from textbatch.data.corpus import corpus_dataset
+from textbatch.data.dataset import TextDataset, default_cache_dir, load_file
+from textbatch.data.tokenizers import load_tokenizer, train_tokenizer
 from textbatch.errors import TextBatchError
-from textbatch.tokenizers import load_tokenizer, train_tokenizer
 
 
 def load_dataset_and_tokenizer(

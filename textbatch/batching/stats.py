@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from textbatch.collate import check_pad_to_multiple_of
+from textbatch.batching.collate import check_pad_to_multiple_of
 from textbatch.errors import TextBatchError
 
 
@@ -144,7 +144,7 @@ def packing_stats(
     """The same numbers for packed batches: each batch takes rows x ``capacity`` tokens, its rows
     laid out as ``PackingCollator(capacity=capacity)`` lays them out (sequences longer than
     the capacity counted as truncated to it)."""
-    from textbatch.packing import pack_rows
+    from textbatch.batching.packing import pack_rows
 
     lengths = np.minimum(as_lengths(lengths), capacity)
     if not batches:

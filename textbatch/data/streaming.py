@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from textbatch.columns import check_label_names, label_text
-from textbatch.data import Example, Transform, file_format, load_file, resolve_max_length
-from textbatch.distributed import resolve_rank
+from textbatch.checks import non_negative_int, positive_int
+from textbatch.data.columns import check_label_names, label_text
+from textbatch.data.dataset import Example, Transform, file_format, load_file, resolve_max_length
+from textbatch.distributed import dataloader_worker, resolve_rank, shard_records
 from textbatch.errors import TextBatchError
 
 
@@ -52,22 +53,21 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
         num_replicas: int | None = None,
         rank: int | None = None,
     ) -> None:
-        from textbatch.tokenizers import load_tokenizer
+        from textbatch.data.tokenizers import load_tokenizer
 
         if isinstance(source, str | bytes | Mapping) or not isinstance(source, Iterable):
             raise TextBatchError(
                 f"source must be an iterable of dicts or a datasets.IterableDataset, got "
                 f"{type(source).__name__}; for a file use StreamingTextDataset.from_file(path)."
             )
-        if tokenize_batch_size < 1:
-            raise TextBatchError(
-                f"tokenize_batch_size={tokenize_batch_size} must be at least 1 example."
-            )
+        tokenize_batch_size = positive_int(
+            "tokenize_batch_size", tokenize_batch_size, allow_none=False
+        )
         self.tokenizer = load_tokenizer(tokenizer)
         self.text = text
         self.text_pair = text_pair
         self.label = label
-        self.max_length = resolve_max_length(self.tokenizer, max_length)
+        self.max_length = resolve_max_length(self.tokenizer, max_length, text_pair is not None)
         self.drop_invalid = drop_invalid
         self.transform = transform
         self.tokenize_batch_size = tokenize_batch_size
@@ -142,7 +142,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
             raise TextBatchError(
                 f"not a StreamingTextDataset state: {state!r:.100}; expected {{'position': int}}."
             )
-        self._resume_from = int(state["position"])
+        self._resume_from = non_negative_int("position", state["position"])
         self._next_position = self._resume_from
 
     # ------------------------------------------------------------------ iteration
@@ -153,24 +153,19 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
                 yield position, record
 
     def _all_records(self) -> Iterator[tuple[int, Mapping[str, Any]]]:
-        info = torch.utils.data.get_worker_info()
-        if info is not None:
-            # The tokenizer's Rust thread pool is not fork-safe; workers tokenise serially.
-            os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        if _is_hf_iterable(self.source):
-            from datasets.distributed import split_dataset_by_node
-
-            source = self.source
-            if self.num_replicas > 1:
-                source = split_dataset_by_node(source, self.rank, self.num_replicas)
-            yield from enumerate(source)  # datasets splits its shards between workers itself
+        """This rank's and worker's ``(position, record)`` pairs. A plain iterable is split
+        round-robin and positions count the whole stream; a ``datasets.IterableDataset`` is
+        split by ``datasets`` and positions count what this process reads."""
+        if not _is_hf_iterable(self.source):
+            yield from shard_records(self.source, self.num_replicas, self.rank)
             return
-        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
-        stride = self.num_replicas * workers
-        offset = self.rank * workers + worker
-        for position, record in enumerate(self.source):
-            if position % stride == offset:
-                yield position, record
+        from datasets.distributed import split_dataset_by_node
+
+        dataloader_worker()  # in a worker: the tokenizer runs serially
+        source = self.source
+        if self.num_replicas > 1:
+            source = split_dataset_by_node(source, self.rank, self.num_replicas)
+        yield from enumerate(source)  # datasets splits its shards between workers itself
 
     def __iter__(self) -> Iterator[Example]:
         # Set up eagerly, so that state_dict() describes this pass as soon as it is asked for.

@@ -1,0 +1,15 @@
+"""Attention masks for packed rows, shared by the packing collator and the models that read
+packed batches."""
+
+from __future__ import annotations
+
+import torch
+
+
+def block_diagonal_mask(sequence_ids: torch.Tensor) -> torch.Tensor:
+    """(R, 1, W, W) bool: a token may attend to the tokens of its own sequence; row padding
+    (sequence id -1) attends only to itself, so that no softmax row is empty."""
+    same = sequence_ids[:, :, None] == sequence_ids[:, None, :]  # (R, W, W)
+    real = (sequence_ids >= 0)[:, :, None]
+    own = torch.eye(sequence_ids.shape[1], dtype=torch.bool, device=sequence_ids.device)
+    return ((same & real) | own).unsqueeze(1)

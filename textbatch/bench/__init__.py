@@ -1,0 +1,1 @@
+"""Padding benchmarks: every batching strategy side by side, the peers' baselines, plots."""

@@ -1,0 +1,234 @@
+"""The options of ``textbatch train``, written once: the command line's flags, the recipe's
+arguments and the resume check are all derived from ``TrainConfig``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+SMALL_MODELS = ("small", "transformer")
+
+
+# ---------------------------------------------------------------------- flag value types
+def positive(text: str) -> int:
+    """An int >= 1 (argparse type)."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive whole number")
+    return value
+
+
+def non_negative(text: str) -> int:
+    """An int >= 0 (argparse type)."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (argparse type), e.g. a learning rate."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number above 0")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A float strictly between 0 and 1 (argparse type)."""
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1 (e.g. 0.1)")
+    return value
+
+
+def device_name(text: str) -> str:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (argparse type)."""
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return text
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    flag: str | None = None,
+    choices: tuple[str, ...] | None = None,
+    group: str | None = None,
+    decides_run: bool = True,
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
+    """A ``TrainConfig`` field with what its command-line flag needs.
+
+    ``flag``: the flag when it is not ``--<name>``; ``group``: flags of one group exclude each
+    other; ``decides_run``: whether the option changes what a run computes (a resume with
+    another value is refused). Paths do not: the data's content digest is checked instead.
+    ``parse``: the flag's argparse type, which checks the value (default: the field's type).
+    """
+    metadata = {
+        "parse": parse,
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "group": group,
+        "decides_run": decides_run,
+    }
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``textbatch train`` (``train_classifier``) takes."""
+
+    data: str = option(help="training data: csv, tsv, json, jsonl, parquet", decides_run=False)
+    out: str = option(help="output directory", decides_run=False)
+    eval_data: str | None = option(
+        None, help="evaluation data file (same columns)", group="held_out", decides_run=False
+    )
+    eval_fraction: float = option(
+        0.1,
+        parse=fraction,
+        help="hold out this share of --data for evaluation when no --eval-data (default 0.1)",
+        group="held_out",
+    )
+    text: str = option("text", flag="--text-column", help="column with the text (default text)")
+    text_pair: str | None = option(
+        None, flag="--text-pair-column", help="column with the second text of a pair"
+    )
+    label: str = option(
+        "label", flag="--label-column", help="column with the labels (default label)"
+    )
+    tokenizer: str | None = option(
+        None,
+        help="tokenizer directory or tokenizer.json (default: the model's, or a WordPiece one "
+        "trained on --data)",
+        decides_run=False,
+    )
+    model: str = option(
+        "small",
+        help="'small' (mean of embeddings), 'transformer' (a small Transformer encoder) or the "
+        "path of a local Hugging Face encoder to fine-tune (default small)",
+    )
+    sampler: str = option(
+        "bucket",
+        choices=("bucket", "random", "sorted"),
+        help="how examples are batched (default bucket)",
+    )
+    batch_size: int | None = option(
+        None, parse=positive, help="examples per batch (default 32)", group="size"
+    )
+    max_tokens: int | None = option(
+        None, parse=positive, help="token budget per batch, padding included", group="size"
+    )
+    epochs: int = option(3, parse=positive, help="epochs (default 3)")
+    lr: float | None = option(
+        None,
+        parse=positive_float,
+        help="peak learning rate (default 5e-2 small, 3e-3 transformer, 5e-5 pretrained)",
+    )
+    max_length: int | None = option(
+        None, parse=positive, help="truncate examples to this many tokens"
+    )
+    dim: int = option(128, parse=positive, help="width of the small models (default 128)")
+    pooling: str = option("cls", choices=("cls", "mean"), help="pretrained model pooling")
+    grad_accum: int = option(1, parse=positive, help="batches per optimizer step")
+    checkpoint_every: int | None = option(
+        None, parse=positive, help="also checkpoint every N optimizer steps", decides_run=False
+    )
+    packing: bool = option(
+        False, help="train on packed rows (no padding); --max-tokens per batch (default 8 rows)"
+    )
+    packing_capacity: int | None = option(
+        None,
+        parse=positive,
+        help="tokens per packed row (default: --max-length, or the tokenizer's)",
+    )
+    resume: bool = option(
+        False, help="continue from the last checkpoint in --out", decides_run=False
+    )
+    seed: int = option(0, parse=non_negative, help="random seed (default 0)")
+    num_workers: int = option(
+        0, parse=non_negative, help="DataLoader worker processes", decides_run=False
+    )
+    device: str = option(
+        "auto", parse=device_name, help="auto (CUDA when present), cpu, cuda", decides_run=False
+    )
+    drop_invalid: bool = option(
+        False, help="drop rows with missing or empty text or label instead of stopping"
+    )
+    vocab_size: int = option(
+        8000, parse=positive, help="vocabulary of the WordPiece tokenizer trained on --data"
+    )
+    progress: bool = option(True, flag="--no-progress", help="no progress bars", decides_run=False)
+
+    def __post_init__(self) -> None:
+        if self.batch_size is None and self.max_tokens is None:
+            self.batch_size = 32
+
+    @property
+    def backbone(self) -> bool:
+        """Whether ``model`` names a pretrained model directory rather than a small model."""
+        return self.model not in SMALL_MODELS
+
+    def identity(self) -> dict[str, Any]:
+        """The options that decide what the run computes, as plain data (a resume compares
+        them). A backbone's path is not among them: its weights come from the checkpoint."""
+        values = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.metadata["decides_run"]
+        }
+        if self.backbone:
+            values["model"] = "pretrained"
+        return values
+
+
+def add_arguments(parser: argparse.ArgumentParser, config: type = TrainConfig) -> None:
+    """One flag per field of ``config`` (a dataclass made with :func:`option`)."""
+    hints = typing.get_type_hints(config)
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        meta = f.metadata
+        if meta["group"] is not None and meta["group"] not in groups:
+            groups[meta["group"]] = parser.add_mutually_exclusive_group()
+        target = groups.get(meta["group"], parser)
+        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
+        if hints[f.name] is bool:
+            kwargs["action"] = "store_false" if f.default else "store_true"
+        else:
+            kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],))
+            parse = meta["parse"] or (None if kind is str else kind)
+            if parse is not None:
+                kwargs["type"] = parse
+            if meta["choices"]:
+                kwargs["choices"] = list(meta["choices"])
+            else:
+                kwargs["metavar"] = flag.removeprefix("--").replace("-", "_").upper()
+            if f.default is dataclasses.MISSING:
+                kwargs["required"] = True
+            else:
+                kwargs["default"] = f.default
+        target.add_argument(flag, **kwargs)
+
+
+def config_from_args(args: argparse.Namespace, config: type = TrainConfig) -> Any:
+    """The ``config`` dataclass of parsed arguments (made by :func:`add_arguments`)."""
+    return config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config)})
