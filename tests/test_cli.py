@@ -50,7 +50,7 @@ def test_train_then_predict(files, tmp_path, capsys):
 
     as_csv = tmp_path / "predictions.csv"
     assert run(capsys, "predict", "--model", out_dir, "--data", files[1], "--out", as_csv)[0] == 0
-    assert as_csv.read_text().splitlines()[0] == "row,label,probability"
+    assert as_csv.read_text().splitlines()[0] == "row,label,probability,reason"
 
 
 def test_train_with_a_token_budget_and_eval_file(files, tmp_path, capsys, corpus_records):
@@ -103,7 +103,7 @@ def test_demo_end_to_end(capsys):
     [
         (["--label-column", "topic"], "label column 'topic' is not in the data"),
         (["--text-column", "body"], "column 'body' is not in"),
-        (["--max-tokens", 8], "more than max_tokens=8"),
+        (["--max-tokens", 8], "more than --max-tokens 8"),
         (["--model", "no/such/model"], "neither 'small', 'transformer' nor a model directory"),
     ],
 )

@@ -432,7 +432,8 @@ def test_an_interrupted_run_with_a_given_tokenizer_resumes(cli_data, tmp_path, c
     with monkeypatch.context() as patch:
         patch.setattr(textbatch.cli.recipes, "fit", interrupted)
         assert _train(capsys, data, tok, out)[0] == 130  # interrupted
-    assert (out / "tokenizer").is_dir() and (out / "labels.json").is_file()
+    # Interrupted before its first checkpoint: nothing to resume, so nothing is left behind.
+    assert not out.exists()
     code, err = _train(capsys, data, tok, out, "--resume")
     assert code == 0, err
     assert (out / "model").is_dir()
@@ -451,7 +452,7 @@ def test_cli_refuses_a_max_length_with_no_room_for_text(cli_data, tmp_path, caps
         argv += ["--out", tmp_path / "run", "--no-progress"]
     code = main([str(a) for a in argv])
     assert code == 2
-    assert "max_length=1 leaves no room for text" in capsys.readouterr().err
+    assert "--max-length 1 leaves no room for text" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------- 11. streams, the same

@@ -25,7 +25,7 @@ from textbatch.data import (
     make_corpus,
     train_tokenizer,
 )
-from textbatch.errors import TextBatchError
+from textbatch.errors import TextBatchError, TextBatchWarning
 from textbatch.models import BackboneClassifier, TextClassifier, load_model
 from textbatch.training import evaluate, fit
 
@@ -38,6 +38,7 @@ __all__ = [
     "PaddingStats",
     "StreamingTextDataset",
     "TextBatchError",
+    "TextBatchWarning",
     "TextClassifier",
     "TextDataset",
     "TokenDropout",

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -84,3 +85,23 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
         Path(tmp).write_text(text, encoding="utf-8")
 
     return atomic_write(path, write)
+
+
+STALE_SECONDS = 600.0  # a temporary file untouched this long has no live writer
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, pattern: str = "tmp*") -> list[Path]:
+    """Delete the files matching ``pattern`` in ``folder`` that nobody has written to for
+    :data:`STALE_SECONDS` (left by a killed writer: ``datasets`` tokenises into ``tmpXXXX``
+    files beside the cache file); a file still being written is younger and kept. Returns what
+    was deleted."""
+    now = time.time()
+    removed = []
+    for path in Path(folder).glob(pattern):
+        try:
+            if path.is_file() and now - path.stat().st_mtime > STALE_SECONDS:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # removed by another process meanwhile
+            continue
+    return removed

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from textbatch.data.encoding import ENCODING_ERRORS
+
 SMALL_MODELS = ("small", "transformer")
 
 
@@ -55,6 +57,19 @@ def device_name(text: str) -> str:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (argparse type)."""
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a device: use auto, cpu, cuda or cuda:N")
+    return text
+
+
+def encoding_name(text: str) -> str:
+    """An encoding Python knows, e.g. ``utf-8``, ``latin-1``, ``cp1252`` (argparse type)."""
+    import codecs
+
+    try:
+        codecs.lookup(text)
+    except LookupError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an encoding: use e.g. utf-8, latin-1, cp1252 or utf-16"
+        ) from None
     return text
 
 
@@ -163,6 +178,12 @@ class TrainConfig:
     resume: bool = option(
         False, help="continue from the last checkpoint in --out", decides_run=False
     )
+    overwrite: bool = option(
+        False,
+        help="replace the outputs of an earlier run in --out (without it, a --out that is not "
+        "empty is refused)",
+        decides_run=False,
+    )
     seed: int = option(0, parse=non_negative, help="random seed (default 0)")
     num_workers: int = option(
         0, parse=non_negative, help="DataLoader worker processes", decides_run=False
@@ -172,6 +193,15 @@ class TrainConfig:
     )
     drop_invalid: bool = option(
         False, help="drop rows with missing or empty text or label instead of stopping"
+    )
+    encoding: str = option(
+        "utf-8", parse=encoding_name, help="text encoding of the data files (default utf-8)"
+    )
+    encoding_errors: str = option(
+        "strict",
+        choices=ENCODING_ERRORS,
+        help="at a byte that does not decode: stop with an error naming it (strict, the "
+        "default), or replace it with U+FFFD and count them (replace)",
     )
     vocab_size: int = option(
         8000, parse=positive, help="vocabulary of the WordPiece tokenizer trained on --data"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -12,10 +13,13 @@ from textbatch.cli.config import (
     TrainConfig,
     add_arguments,
     config_from_args,
+    encoding_name,
     non_negative,
     positive,
 )
-from textbatch.errors import TextBatchError
+from textbatch.cli.words import in_cli_words
+from textbatch.data.encoding import ENCODING_ERRORS
+from textbatch.errors import TextBatchError, TextBatchWarning
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, label: bool = True) -> None:
@@ -40,6 +44,25 @@ def _add_data_arguments(parser: argparse.ArgumentParser, label: bool = True) -> 
         default=512,
         help="examples' length limit in tokens (default 512)",
     )
+    _add_reading_arguments(parser)
+
+
+def _add_reading_arguments(parser: argparse.ArgumentParser) -> None:
+    """How data files are read, and whether progress bars are shown."""
+    parser.add_argument(
+        "--encoding",
+        type=encoding_name,
+        default="utf-8",
+        help="text encoding of the data file (default utf-8)",
+    )
+    parser.add_argument(
+        "--encoding-errors",
+        choices=ENCODING_ERRORS,
+        default="strict",
+        help="at a byte that does not decode: stop with an error naming it (strict, the "
+        "default), or replace it with U+FFFD and count them (replace)",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
@@ -55,13 +78,22 @@ def _cmd_stats(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     lengths, advice = report["lengths"], report["recommendation"]
-    print(f"{report['source']}: {lengths['examples']:,} examples, {lengths['tokens']:,} tokens")
+    print(
+        f"{report['source']}: {lengths['examples']:,} examples, "
+        f"{_fmt_length(lengths, 'tokens')} tokens"
+    )
     print(
         "token lengths: "
         + ", ".join(
-            f"{k} {_fmt(lengths[k])}" for k in ("mean", "min", "p50", "p90", "p95", "p99", "max")
+            f"{k} {_fmt_length(lengths, k)}"
+            for k in ("mean", "min", "p50", "p90", "p95", "p99", "max")
         )
     )
+    if lengths.get("over_cap"):
+        print(
+            f"{lengths['over_cap']:,} examples longer than {lengths['cap']:,} tokens were "
+            "counted no further"
+        )
     print(
         f"longer than --max-length {args.max_length}: {lengths['truncated']:,} examples "
         f"({lengths['truncated'] / lengths['examples']:.1%}) would be truncated"
@@ -97,6 +129,8 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         max_tokens=args.max_tokens,
         train_steps=args.train_steps,
         seed=args.seed,
+        encoding=args.encoding,
+        encoding_errors=args.encoding_errors,
     )
     print(
         f"{report['source']}: {report['examples']:,} examples, batch size {report['batch_size']}, "
@@ -126,6 +160,15 @@ def _cmd_bench(args: argparse.Namespace) -> None:
 
 def _fmt(value: float | int) -> str:
     return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"
+
+
+def _fmt_length(lengths: dict[str, Any], key: str) -> str:
+    """A figure of ``data_stats``'s lengths: "> N" past the cap it counted up to, ">= x" when
+    examples past the cap make it a lower bound."""
+    value, cap = lengths[key], lengths.get("cap")
+    if cap is not None and key != "tokens" and value > cap:
+        return f"> {cap:,}"
+    return (">= " if key in lengths.get("at_least", ()) else "") + _fmt(value)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -164,7 +207,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 def _cmd_predict(args: argparse.Namespace) -> None:
     from textbatch.cli.recipes import predict_file
 
-    rows = predict_file(
+    summary = predict_file(
         args.model,
         args.data,
         args.out,
@@ -174,7 +217,11 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         max_tokens=args.max_tokens,
         device=args.device,
     )
-    print(f"wrote {rows:,} predictions to {args.out}")
+    if summary.not_predicted:
+        print(f"textbatch predict: {summary.describe_not_predicted()}", file=sys.stderr)
+        print(f"wrote {summary.rows:,} rows to {args.out} ({summary.predicted:,} predicted)")
+    else:
+        print(f"wrote {summary.rows:,} predictions to {args.out}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -273,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict",
         help="predict labels for a data file with a trained model",
-        description="Write one prediction per row of --data (row, label, probability), in input "
-        "order, to --out (.csv or .jsonl).",
+        description="Write one row per row of --data (row, label, probability, reason), in input "
+        "order, to --out (.csv or .jsonl). Rows with missing or empty text get no label and a "
+        "reason, counted on stderr; exit status 2 when no row can be predicted.",
     )
     predict.add_argument("--model", required=True, help="the directory `textbatch train` wrote")
     predict.add_argument("--data", required=True, help="csv, tsv, json, jsonl, parquet or txt")
@@ -300,15 +348,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         import datasets
 
         datasets.disable_progress_bars()  # "Generating", "Tokenizing", "Map" bars too
-    try:
-        args.run(args)
-    except TextBatchError as error:
-        print(f"textbatch {args.command}: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"textbatch {args.command}: interrupted{_where_to_resume(args)}", file=sys.stderr)
-        return 130
+    with warnings.catch_warnings():
+        warnings.showwarning = _warning_printer(args.command)
+        try:
+            args.run(args)
+        except TextBatchError as error:
+            print(f"textbatch {args.command}: error: {in_cli_words(str(error))}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"textbatch {args.command}: interrupted{_where_to_resume(args)}", file=sys.stderr)
+            return 130
     return 0
+
+
+def _warning_printer(command: str) -> Callable[..., None]:
+    """``warnings.showwarning`` for the CLI: textbatch's warnings as one line in the CLI's
+    words (``textbatch train: warning: ...``), other libraries' as Python prints them."""
+    default = warnings.showwarning
+    shown: set[str] = set()  # a file read twice (tokenizer, then dataset) warns once
+
+    def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, TextBatchWarning):
+            text = in_cli_words(str(message)).removeprefix("textbatch ")
+            if text not in shown:
+                shown.add(text)
+                print(f"textbatch {command}: warning: {text}", file=sys.stderr)
+        else:
+            default(message, category, *args, **kwargs)
+
+    return show
 
 
 def _where_to_resume(args: argparse.Namespace) -> str:

@@ -12,6 +12,9 @@ import json
 import os
 import shutil
 import time
+import warnings
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +23,15 @@ import torch
 
 from textbatch.batching.collate import PackingCollator, PaddingCollator
 from textbatch.batching.loaders import make_loader
+from textbatch.checks import positive_int
 from textbatch.cli.config import TrainConfig
+from textbatch.data.columns import invalid_text_reasons, invalid_text_rows
 from textbatch.data.dataset import TextDataset, load_file, resolve_max_length
 from textbatch.data.prepare import corpus_train_eval, texts_of
 from textbatch.data.tokenizers import load_tokenizer, train_tokenizer
 from textbatch.distributed import barrier, init_distributed, is_main_process
 from textbatch.errors import TextBatchError
-from textbatch.files import atomic_folder, write_json, write_text
+from textbatch.files import atomic_folder, atomic_write, write_json, write_text
 from textbatch.models.classifiers import BackboneClassifier, TextClassifier, load_model
 from textbatch.training.checkpoint import checkpoint_folders
 from textbatch.training.loop import fit, resolve_device
@@ -76,6 +81,27 @@ def train_classifier(config: TrainConfig) -> dict[str, float]:
     distributed = init_distributed(device)
     main = is_main_process()
     _check_model_and_out(config, out)
+    if config.overwrite and main:
+        _remove_train_outputs(out)
+    barrier()
+    existed = out.exists()
+    try:
+        metrics = _train(config, out, device, main)
+    except BaseException:
+        if main and not config.resume and not checkpoint_folders(out / "checkpoints"):
+            # Nothing to resume from: leave --out as it was, so the same command can run again.
+            _remove_train_outputs(out)
+            if not existed and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        raise
+    if distributed:
+        barrier()
+        torch.distributed.destroy_process_group()
+    return metrics
+
+
+def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> dict[str, float]:
+    """:func:`train_classifier` once the output directory is checked."""
     tok = _run_tokenizer(config, out, main)
     train, evaluation = _run_datasets(config, tok, main)
     names = train.label_names
@@ -109,9 +135,6 @@ def train_classifier(config: TrainConfig) -> dict[str, float]:
             f"final evaluation: accuracy {metrics['accuracy']:.4f}, macro-F1 "
             f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; wrote {out}"
         )
-    if distributed:
-        barrier()
-        torch.distributed.destroy_process_group()
     return metrics
 
 
@@ -130,11 +153,44 @@ def _check_model_and_out(config: TrainConfig, out: Path) -> None:
             "folder of a Hugging Face model (save_pretrained's output), or 'small' or "
             "'transformer'."
         )
-    if not config.resume and checkpoint_folders(out / "checkpoints"):
+    if config.resume and config.overwrite:
         raise TextBatchError(
-            f"{str(out)!r} holds the checkpoints of an earlier run; continue it with --resume, "
-            "or train into another --out directory."
+            "--resume continues the run in --out and --overwrite replaces it; give one of them."
         )
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries and not config.resume:
+        foreign = [name for name in entries if not _is_train_output(name)]
+        if foreign:
+            raise TextBatchError(
+                f"--out {str(out)!r} holds files textbatch did not write ({', '.join(foreign[:5])}"
+                f"{', ...' if len(foreign) > 5 else ''}); train into a new or empty directory."
+            )
+        if not config.overwrite:
+            what = "the checkpoints" if "checkpoints" in entries else "the outputs"
+            raise TextBatchError(
+                f"--out {str(out)!r} holds {what} of an earlier run ({', '.join(entries)}); "
+                "continue it with --resume, replace it with --overwrite, or train into another "
+                "--out directory."
+            )
+
+
+TRAIN_OUTPUTS = ("model", "tokenizer", "checkpoints", "history.json", "metrics.json", "labels.json")
+
+
+def _is_train_output(name: str) -> bool:
+    """Whether ``name`` in an output directory is one ``train`` writes, or the leftover of a
+    killed write of one (``.<name>.<random>``)."""
+    return name in TRAIN_OUTPUTS or any(name.startswith(f".{o}.") for o in TRAIN_OUTPUTS)
+
+
+def _remove_train_outputs(out: Path) -> None:
+    """What an earlier run wrote in ``out`` (``--overwrite``)."""
+    for entry in out.iterdir() if out.is_dir() else []:
+        if _is_train_output(entry.name):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def _run_tokenizer(config: TrainConfig, out: Path, main: bool) -> Any:
@@ -153,7 +209,10 @@ def _run_tokenizer(config: TrainConfig, out: Path, main: bool) -> Any:
             "run's token ids came from. Restore it, or pass the run's --tokenizer."
         )
     if main:  # a fresh run (also --resume before any checkpoint was written)
-        texts = texts_of(load_file(config.data), config.text, config.text_pair)
+        raw = load_file(
+            config.data, encoding=config.encoding, encoding_errors=config.encoding_errors
+        )
+        texts = texts_of(raw, config.text, config.text_pair)
         trained = train_tokenizer(texts, vocab_size=config.vocab_size)
         _save_tokenizer(trained, out, replace=True)
     barrier()
@@ -168,6 +227,8 @@ def _run_datasets(config: TrainConfig, tok: Any, main: bool) -> tuple[TextDatase
         "label": config.label,
         "max_length": config.max_length,
         "drop_invalid": config.drop_invalid,
+        "encoding": config.encoding,
+        "encoding_errors": config.encoding_errors,
     }
     if main:  # rank 0 tokenises first; the others then read its cache
         train = TextDataset.from_file(config.data, tok, **options)
@@ -276,6 +337,30 @@ def _model_and_tokenizer(directory: Path) -> tuple[torch.nn.Module, Any]:
     )
 
 
+PREDICTION_COLUMNS = ("row", "label", "probability", "reason")
+PREDICT_CHUNK_ROWS = 32_768  # input rows predicted, then written, at a time
+
+
+@dataclass(frozen=True)
+class PredictSummary:
+    """What ``predict_file`` wrote: ``rows`` output rows, one per input row, of which
+    ``not_predicted`` (rows per reason, most frequent first) have no prediction."""
+
+    rows: int
+    not_predicted: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def predicted(self) -> int:
+        return self.rows - sum(self.not_predicted.values())
+
+    def describe_not_predicted(self) -> str:
+        """One line on the rows not predicted, for the user."""
+        return (
+            f"{self.rows - self.predicted:,} of {self.rows:,} rows could not be predicted "
+            f"({_count_reasons(self.not_predicted)}); see the reason column"
+        )
+
+
 def predict_file(
     model_dir: str | os.PathLike,
     data: str | os.PathLike,
@@ -286,11 +371,18 @@ def predict_file(
     batch_size: int | None = 64,
     max_tokens: int | None = None,
     device: str = "auto",
-) -> int:
-    """Write one prediction per row of ``data`` (``row``, ``label``, ``probability``), in input
-    order, to ``out`` (``.csv`` or ``.jsonl``). Returns the number of rows."""
-    from textbatch.training.loop import predict_proba
+    chunk_rows: int = PREDICT_CHUNK_ROWS,
+) -> PredictSummary:
+    """Write one output row per row of ``data``, in input order, to ``out`` (``.csv`` or
+    ``.jsonl``): ``row``, ``label``, ``probability`` and ``reason``.
 
+    A row whose text is missing, blank or not a string cannot be predicted: its label and
+    probability are empty (null in JSON Lines) and ``reason`` says why (``"empty text"``); the
+    other rows' reason is empty. Raises when no row at all can be predicted. Rows are predicted
+    ``chunk_rows`` at a time in input order, in batches of similar length within a chunk, and
+    written as they come to a temporary file that takes ``out``'s place at the end: memory does
+    not grow with the file, and a failed run leaves no partial output behind.
+    """
     out = Path(out)
     if out.suffix not in (".csv", ".jsonl"):
         raise TextBatchError(f"--out {str(out)!r} must end in .csv or .jsonl.")
@@ -298,38 +390,149 @@ def predict_file(
         raise TextBatchError(
             f"--out {str(out)!r} is the --data file; write the predictions to another file."
         )
+    chunk_rows = positive_int("chunk_rows", chunk_rows, allow_none=False)
     model, tok = _model_and_tokenizer(Path(model_dir))
     names = model.config.get("label_names") or [str(i) for i in range(model.num_labels)]
-    max_length = model.config.get("max_length")
-    dataset = TextDataset.from_file(
-        data, tok, text=text, text_pair=text_pair, label=None, max_length=max_length
-    )
+    columns = [text] if text_pair is None else [text, text_pair]
+    raw = load_file(data)  # the rows as from_file reads them (its cached Arrow copy)
+    bad, reasons = np.zeros(len(raw), dtype=bool), []
+    if all(name in raw.column_names for name in columns):  # else from_file says which is not
+        bad = invalid_text_rows(raw, columns)  # the rows from_file's drop_invalid drops
+        reasons = invalid_text_reasons(raw, columns, np.flatnonzero(bad))  # one per such row
+    failed = np.flatnonzero(bad)
+    del raw  # and its memory map, before from_file maps the file again
+    if bad.all():
+        raise TextBatchError(
+            f"no row of {str(data)!r} can be predicted: each of its {len(bad):,} rows has "
+            f"missing, empty or non-string text in column {' or '.join(map(repr, columns))} "
+            f"({_count_reasons(Counter(reasons))}). Check --text-column, or give rows with text."
+        )
+    with warnings.catch_warnings():  # the dropped rows are reported row by row instead
+        warnings.filterwarnings("ignore", message="textbatch dropped", category=UserWarning)
+        dataset = TextDataset.from_file(
+            data,
+            tok,
+            text=text,
+            text_pair=text_pair,
+            label=None,
+            max_length=model.config.get("max_length"),
+            drop_invalid=True,
+        )
+    kept = np.flatnonzero(~bad)  # the input row of each dataset row
+    if len(dataset) != len(kept):
+        raise TextBatchError(
+            f"data file {str(data)!r} changed while it was being read; predict again once it is "
+            "completely written."
+        )
+    collate = PaddingCollator.from_tokenizer(tok)
+    run_on = resolve_device(device)
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            if out.suffix == ".csv":
+                csv.writer(f).writerow(PREDICTION_COLUMNS)
+            for start in range(0, len(bad), chunk_rows):
+                stop = min(start + chunk_rows, len(bad))
+                lo, hi = np.searchsorted(kept, [start, stop]).tolist()
+                best, probability = _predict_rows(
+                    model, _Rows(dataset, lo, hi), collate, batch_size, max_tokens, run_on
+                )
+                first, last = np.searchsorted(failed, [start, stop]).tolist()
+                rows = _prediction_rows(
+                    start, bad[start:stop], names, best, probability, reasons[first:last]
+                )
+                _write_rows(f, out.suffix, rows)
+
+    atomic_write(out, write)
+    return PredictSummary(len(bad), dict(Counter(reasons).most_common()))
+
+
+def _count_reasons(reasons: dict[str, int]) -> str:
+    """``"empty text"`` for one reason, ``"2 empty text, 1 missing text"`` for several."""
+    if len(reasons) == 1:
+        return next(iter(reasons))
+    counts = sorted(reasons.items(), key=lambda item: -item[1])
+    return ", ".join(f"{count:,} {reason}" for reason, count in counts)
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Rows ``start`` to ``stop`` of a ``TextDataset`` as a dataset of their own, with no copy."""
+
+    def __init__(self, dataset: TextDataset, start: int, stop: int) -> None:
+        self.dataset, self.start, self.stop = dataset, start, stop
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return self.dataset.lengths[self.start : self.stop]
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.dataset[self.start + index]
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        return self.dataset.__getitems__([self.start + i for i in indices])
+
+
+def _predict_rows(
+    model: torch.nn.Module,
+    rows: _Rows,
+    collate: Any,
+    batch_size: int | None,
+    max_tokens: int | None,
+    device: torch.device,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The most probable label of each row and its probability, predicted in batches of
+    similar length (a full sort by length, as evaluation uses)."""
+    from textbatch.training.loop import predict_proba
+
+    best = np.zeros(len(rows), dtype=np.int64)
+    probability = np.zeros(len(rows), dtype=np.float32)
+    if len(rows) == 0:
+        return best, probability
     loader = make_loader(
-        dataset,
-        PaddingCollator.from_tokenizer(tok),
-        batch_size=batch_size,
-        max_tokens=max_tokens,
-        shuffle=False,
-        device=resolve_device(device),
+        rows, collate, batch_size=batch_size, max_tokens=max_tokens, shuffle=False, device=device
     )
-    probabilities = np.zeros((len(dataset), model.num_labels), dtype=np.float32)
     batches = loader.batch_sampler.batches()
     for indices, probs in zip(batches, predict_proba(model, loader, device), strict=True):
-        probabilities[indices] = probs.numpy()
-    best = probabilities.argmax(1)
-    rows = [
-        {"row": i, "label": names[k], "probability": round(float(probabilities[i, k]), 6)}
-        for i, k in enumerate(best)
-    ]
-    if out.suffix == ".csv":
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=["row", "label", "probability"])
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text(out, buffer.getvalue())
+        probs = probs.numpy()
+        labels = probs.argmax(1)
+        best[indices] = labels
+        probability[indices] = probs[np.arange(len(labels)), labels]
+    return best, probability
+
+
+def _prediction_rows(
+    start: int,
+    failed: np.ndarray,
+    names: list[str],
+    best: np.ndarray,
+    probability: np.ndarray,
+    reasons: list[str],
+) -> list[tuple[Any, ...]]:
+    """Output rows (``PREDICTION_COLUMNS``) for input rows ``start`` on: a prediction for each
+    row that is not ``failed``, the next of ``reasons`` (with no label) for each that is."""
+    predictions = iter(zip(best.tolist(), probability.tolist(), strict=True))
+    why = iter(reasons)
+    rows: list[tuple[Any, ...]] = []
+    for row, no_text in enumerate(failed.tolist(), start):
+        if no_text:
+            rows.append((row, None, None, next(why)))
+        else:
+            label, p = next(predictions)
+            rows.append((row, names[label], round(p, 6), None))
+    return rows
+
+
+def _write_rows(f: Any, suffix: str, rows: list[tuple[Any, ...]]) -> None:
+    """Rows as CSV (None as an empty cell) or JSON Lines (None as null)."""
+    if suffix == ".csv":
+        csv.writer(f).writerows(rows)
     else:
-        write_text(out, "".join(json.dumps(row) + "\n" for row in rows))
-    return len(rows)
+        f.write(
+            "".join(json.dumps(dict(zip(PREDICTION_COLUMNS, r, strict=True))) + "\n" for r in rows)
+        )
 
 
 def run_demo(
@@ -396,6 +599,8 @@ def run_bench(
     max_tokens: int | None = None,
     train_steps: int | None = None,
     seed: int = 0,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
 ) -> dict[str, Any]:
     """Tokenise the data once, compare every strategy on its lengths, time the collators (and,
     with ``train_steps``, training), and write ``results.json``, ``results.csv`` and PNG plots
@@ -413,7 +618,13 @@ def run_bench(
     out = Path(out)
     max_tokens = max_tokens or 128 * batch_size
     dataset, tok = load_dataset_and_tokenizer(
-        data, tokenizer, text=text, label=label, max_length=max_length
+        data,
+        tokenizer,
+        text=text,
+        label=label,
+        max_length=max_length,
+        encoding=encoding,
+        encoding_errors=encoding_errors,
     )
     lengths = dataset.lengths
     results = compare_strategies(lengths, batch_size, max_tokens, max_length, seed)
@@ -451,6 +662,12 @@ def run_bench(
     return report
 
 
+# `stats` counts each example's tokens up to max(STATS_CAP_FACTOR * --max-length, STATS_CAP_MIN)
+# and reports longer ones as "> N": a 50 MB line then costs milliseconds, not minutes.
+STATS_CAP_FACTOR = 16
+STATS_CAP_MIN = 4096
+
+
 def data_stats(
     data: str | os.PathLike | None = None,
     *,
@@ -462,18 +679,37 @@ def data_stats(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Token lengths of the data (untruncated), how many ``max_length`` would cut, and what
-    batching to use on it (``textbatch.bench.compare.recommend``)."""
+    batching to use on it (``textbatch.bench.compare.recommend``).
+
+    Lengths are counted up to ``cap = max(STATS_CAP_FACTOR * max_length, STATS_CAP_MIN)``
+    tokens, so that a huge text costs no more than that: a longer example counts as ``cap + 1``.
+    ``lengths["cap"]`` is that cap, ``lengths["over_cap"]`` how many examples are longer, and
+    ``lengths["at_least"]`` names the figures that are then only lower bounds (the total, the
+    mean, and each percentile that such an example enters); a figure over ``cap`` means "more
+    than ``cap``". The count of examples over ``max_length`` stays exact.
+    """
     from textbatch.batching.stats import length_summary
     from textbatch.bench.compare import recommend
     from textbatch.data.prepare import load_dataset_and_tokenizer
 
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise TextBatchError(f"max_length={max_length!r} must be a positive number of tokens.")
+    cap = max(STATS_CAP_FACTOR * max_length, STATS_CAP_MIN)
     dataset, tok = load_dataset_and_tokenizer(
-        data, tokenizer, text=text, text_pair=text_pair, label=None, max_length=10**7
+        data, tokenizer, text=text, text_pair=text_pair, label=None, max_length=cap + 1
     )
     max_length = resolve_max_length(tok, max_length, pair=text_pair is not None)
-    lengths = dataset.lengths
+    lengths = dataset.lengths  # min(tokens, cap + 1)
     summary = length_summary(lengths)
     summary["truncated"] = int((lengths > max_length).sum())
+    over = lengths > cap
+    summary["cap"], summary["over_cap"] = cap, int(over.sum())
+    summary["at_least"] = []
+    if over.any():  # a percentile is a lower bound when it moves with the uncounted tokens
+        more = np.where(over, cap + 2, lengths)
+        percentiles = [k for k in summary if k[0] == "p" and k[1:].isdigit()]
+        moved = [k for k in percentiles if np.percentile(more, int(k[1:])) != summary[k]]
+        summary["at_least"] = ["tokens", "mean", *moved, "max"]
     return {
         "source": str(data) if data is not None else "embedded corpus",
         "max_length": max_length,

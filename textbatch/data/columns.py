@@ -34,9 +34,54 @@ def invalid_text_rows(hf_dataset: Any, columns: Sequence[str]) -> np.ndarray:
         if not _is_text(column.type):
             bad[:] = True  # non-string values (or all missing): every row is bad
             continue
-        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(column)), 0)
-        bad |= pc.fill_null(blank, True).to_numpy(zero_copy_only=False)
+        start = 0
+        for chunk in column.chunks:  # a chunk at a time: the trimmed copy never holds a column
+            blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(chunk)), 0)
+            bad[start : start + len(chunk)] |= pc.fill_null(blank, True).to_numpy(
+                zero_copy_only=False
+            )
+            start += len(chunk)
     return bad
+
+
+def invalid_text_reasons(
+    hf_dataset: Any, columns: Sequence[str], rows: Sequence[int] | np.ndarray
+) -> list[str]:
+    """Why each of ``rows`` (as ``invalid_text_rows`` flags them) is invalid, in the words of
+    ``textbatch predict``'s reason column: ``"missing text"``, ``"empty text"`` (blank) or
+    ``"text is not a string"``; "text pair" instead of "text" for the second of ``columns``."""
+    import pyarrow.compute as pc
+
+    rows = np.asarray(rows, dtype=np.int64)
+    reasons = np.full(len(rows), "", dtype=object)
+    for name, what in zip(columns, ("text", "text pair"), strict=False):
+        values = _take(_column(hf_dataset, name), rows)
+        missing = values.is_null().to_numpy(zero_copy_only=False)
+        if _is_text(values.type):
+            blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0)
+            wrong = pc.fill_null(blank, False).to_numpy(zero_copy_only=False)
+            why = f"empty {what}"
+        else:
+            wrong, why = np.ones(len(rows), dtype=bool), f"{what} is not a string"
+        reasons[(reasons == "") & missing] = f"missing {what}"
+        reasons[(reasons == "") & wrong] = why
+    return reasons.tolist()
+
+
+def _take(column: Any, rows: np.ndarray) -> Any:
+    """``column[rows]`` as one Arrow array, taken chunk by chunk: ``pc.take`` on a chunked
+    array first joins its chunks, a copy of the whole column."""
+    import pyarrow as pa
+
+    starts = np.cumsum([0, *(len(chunk) for chunk in column.chunks)])
+    order = np.argsort(rows, kind="stable")
+    chunk_of = np.searchsorted(starts, rows[order], side="right") - 1
+    pieces = [
+        column.chunk(c).take(pa.array(rows[order][chunk_of == c] - starts[c]))
+        for c in np.unique(chunk_of).tolist()
+    ]
+    taken = pa.concat_arrays(pieces) if pieces else pa.array([], column.type)
+    return taken.take(pa.array(np.argsort(order, kind="stable")))  # back in the order asked
 
 
 def label_text(value: Any) -> str | None:

@@ -23,8 +23,11 @@ import torch
 from textbatch._version import __version__
 from textbatch.data.arrow import ListColumn
 from textbatch.data.columns import LabelSpec, invalid_text_rows, label_text, resolve_labels
+from textbatch.data.encoding import check_encoding, utf8_source
 from textbatch.data.hashing import checksum_path, checksum_problem, file_digest, write_checksum
-from textbatch.errors import TextBatchError
+from textbatch.data.truncation import encode_truncated
+from textbatch.errors import TextBatchError, TextBatchWarning
+from textbatch.files import remove_stale_temporaries
 
 Example = dict[str, Any]
 Transform = Callable[[Example], Example]
@@ -165,6 +168,7 @@ class TextDataset(torch.utils.data.Dataset):
             warnings.warn(
                 f"textbatch dropped {num_dropped} of {len(bad)} rows with missing, non-string "
                 "or empty text or label (drop_invalid=True).",
+                TextBatchWarning,
                 stacklevel=2,
             )
             hf_dataset = hf_dataset.select(keep)
@@ -201,6 +205,8 @@ class TextDataset(torch.utils.data.Dataset):
         drop_invalid: bool = False,
         transform: Transform | None = None,
         cache_dir: str | os.PathLike | None = None,
+        encoding: str = "utf-8",
+        encoding_errors: str = "strict",
     ) -> TextDataset:
         """Read a csv, tsv, json, jsonl, parquet or txt (one text per line) file and tokenise it.
 
@@ -209,26 +215,43 @@ class TextDataset(torch.utils.data.Dataset):
         the options: building the dataset again from a file with the same contents reads the
         cache instead of tokenising (``ds.from_cache`` is then True). A cache file that does not
         match the checksum written with it is rebuilt, with a warning.
+        Text files are read in ``encoding``; bytes that do not decode are an error naming where,
+        or U+FFFD with ``encoding_errors="replace"`` (see :func:`load_file`).
         Other arguments are as in :meth:`from_hf`.
         """
         from textbatch.data.tokenizers import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer)
         cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        hf_dataset, digest = _read_file(Path(path), cache_root)
-        return cls.from_hf(
-            hf_dataset,
-            tokenizer,
-            text=text,
-            text_pair=text_pair,
-            label=label,
-            max_length=max_length,
-            label_names=label_names,
-            drop_invalid=drop_invalid,
-            transform=transform,
-            cache_dir=cache_root,
-            _source={"file": digest, "format": file_format(Path(path))},
+        if cache_root.is_dir():  # what a killed tokenisation left
+            remove_stale_temporaries(cache_root)
+        hf_dataset, digest = _read_file(
+            Path(path), cache_root, encoding=encoding, encoding_errors=encoding_errors
         )
+        source = {
+            "file": digest,
+            "format": file_format(Path(path)),
+            "encoding": [check_encoding(encoding, encoding_errors), encoding_errors],
+        }
+        try:
+            return cls.from_hf(
+                hf_dataset,
+                tokenizer,
+                text=text,
+                text_pair=text_pair,
+                label=label,
+                max_length=max_length,
+                label_names=label_names,
+                drop_invalid=drop_invalid,
+                transform=transform,
+                cache_dir=cache_root,
+                _source=source,
+            )
+        except OSError as error:
+            blame_cache = unwritable_cache_error(error, cache_root)
+            if blame_cache is None:
+                raise
+            raise blame_cache from error
 
     @classmethod
     def from_records(
@@ -426,7 +449,12 @@ def _cache_key(**parts: Any) -> str:
 
 
 def load_file(
-    path: str | os.PathLike, cache_root: Path | None = None, *, streaming: bool = False
+    path: str | os.PathLike,
+    cache_root: Path | None = None,
+    *,
+    streaming: bool = False,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
 ) -> Any:
     """Read a data file into a ``datasets.Dataset``, or with ``streaming=True`` into a
     ``datasets.IterableDataset`` that reads the file as it is iterated (nothing cached).
@@ -435,12 +463,28 @@ def load_file(
     bytes>`` (``cache_root`` defaults to :func:`default_cache_dir`), so a replaced file is never
     read back from the cache, whatever its size and mtime; it is checked against its checksum
     when reused, and rebuilt with a warning when damaged.
+
+    Text files (csv, tsv, json, jsonl, txt) are read in ``encoding``; a byte that does not
+    decode is an error that names its offset and line, or with ``encoding_errors="replace"``
+    becomes U+FFFD (with a warning that counts them). Other encodings than UTF-8 are read from
+    a UTF-8 copy in the cache. Streams read UTF-8 only.
     """
-    return _read_file(Path(path), cache_root, streaming=streaming)[0]
+    return _read_file(
+        Path(path),
+        cache_root,
+        streaming=streaming,
+        encoding=encoding,
+        encoding_errors=encoding_errors,
+    )[0]
 
 
 def _read_file(
-    path: Path, cache_root: Path | None, *, streaming: bool = False
+    path: Path,
+    cache_root: Path | None,
+    *,
+    streaming: bool = False,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
 ) -> tuple[Any, str | None]:
     """:func:`load_file`, and the hash of the bytes it read (None when streaming)."""
     import datasets
@@ -450,6 +494,16 @@ def _read_file(
         raise TextBatchError(f"data file {str(path)!r} does not exist; check the path.")
     if path.stat().st_size == 0:
         raise TextBatchError(f"data file {str(path)!r} is empty; give it at least one example.")
+    root = cache_root if cache_root is not None else default_cache_dir()
+    if streaming and (check_encoding(encoding, encoding_errors), encoding_errors) != (
+        "utf-8",
+        "strict",
+    ):
+        raise TextBatchError(
+            f"streams read UTF-8 files only, not encoding={encoding!r}, "
+            f"encoding_errors={encoding_errors!r}; convert {str(path)!r} to UTF-8 first (e.g. "
+            "with iconv), or read it without streaming."
+        )
     try:
         if streaming:
             stream = datasets.load_dataset(
@@ -458,9 +512,11 @@ def _read_file(
             return stream, None
         before = _file_state(path)
         digest = file_digest(path)
-        root = cache_root if cache_root is not None else default_cache_dir()
         folder = root / "datasets" / digest
-        dataset = _load_checked(builder, path, folder, options)
+        source = path
+        if builder != "parquet":  # parquet stores UTF-8 by definition
+            source = utf8_source(path, folder, encoding, encoding_errors)
+        dataset = _load_checked(builder, source, folder, options)
         if _file_state(path) != before:  # the cache may hold other bytes than the digest's
             shutil.rmtree(folder, ignore_errors=True)
             raise TextBatchError(
@@ -471,6 +527,9 @@ def _read_file(
     except TextBatchError:
         raise
     except Exception as error:
+        blame_cache = unwritable_cache_error(error, root)
+        if blame_cache is not None:
+            raise blame_cache from error
         if "corresponds to no data" in str(error):  # datasets' words for a file with no rows
             raise TextBatchError(
                 f"data file {str(path)!r} has no rows (a header only?); give it at least one "
@@ -479,6 +538,25 @@ def _read_file(
         raise TextBatchError(
             f"cannot read {str(path)!r} as {builder}: {type(error).__name__}: {error}"
         ) from error
+
+
+def unwritable_cache_error(error: BaseException, root: Path) -> TextBatchError | None:
+    """An error that blames the cache folder ``root`` when ``error`` (or what caused it) is a
+    file operation that failed under it (read-only, not a folder, full), else None."""
+    seen: BaseException | None = error
+    while seen is not None:
+        where = getattr(seen, "filename", None)
+        inside = where is not None and os.path.abspath(os.fspath(where)).startswith(
+            os.path.abspath(root)
+        )
+        if isinstance(seen, OSError) and inside:
+            return TextBatchError(
+                f"cannot write to the cache folder {str(root)!r} ({seen.strerror}: {where}); "
+                "make it writable, or point the TEXTBATCH_CACHE environment variable at a "
+                "folder you can write."
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _file_state(path: Path) -> tuple[int, ...]:
@@ -504,6 +582,7 @@ def _load_checked(builder: str, path: Path, folder: Path, options: dict[str, Any
                 warnings.warn(
                     f"textbatch rebuilds the cached copy of {str(path)!r}: {arrow_file} is "
                     f"damaged ({problem}).",
+                    TextBatchWarning,
                     stacklevel=2,
                 )
                 shutil.rmtree(prepared)
@@ -586,6 +665,7 @@ def _tokenize(
                 warnings.warn(
                     f"textbatch tokenises again: the cache file {cache_file} is damaged "
                     f"({problem}).",
+                    TextBatchWarning,
                     stacklevel=2,
                 )
                 checksum_path(cache_file).unlink(missing_ok=True)
@@ -624,18 +704,14 @@ class _TokenizeBatch:
         self.keep_types = keep_types
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[list[int]]]:
-        encoded = self.tokenizer(
+        # truncation=True's ids, from only as much of each long text as truncation keeps
+        return encode_truncated(
+            self.tokenizer,
             batch[self.text],
             batch[self.text_pair] if self.text_pair is not None else None,
-            truncation=True,
             max_length=self.max_length,
-            return_attention_mask=False,
             return_token_type_ids=self.keep_types,
         )
-        out = {"input_ids": encoded["input_ids"]}
-        if self.keep_types:
-            out["token_type_ids"] = encoded["token_type_ids"]
-        return out
 
 
 def _invalid_row_error(

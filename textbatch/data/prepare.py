@@ -25,9 +25,13 @@ def load_dataset_and_tokenizer(
     drop_invalid: bool = False,
     vocab_size: int = 8000,
     cache_dir: Path | None = None,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
 ) -> tuple[TextDataset, Any]:
-    """A TextDataset of a data file (cached on disk), or of the embedded corpus when ``data`` is
-    None, and its tokenizer: ``tokenizer`` loaded, or a WordPiece one trained on the texts."""
+    """A TextDataset of a data file (cached on disk; read in ``encoding``, see
+    :func:`~textbatch.data.dataset.load_file`), or of the embedded corpus when ``data`` is None,
+    and its tokenizer: ``tokenizer`` loaded, or a WordPiece one trained on the texts."""
+    reading = {"encoding": encoding, "encoding_errors": encoding_errors}
     options: dict[str, Any] = {
         "text": text,
         "text_pair": text_pair,
@@ -41,11 +45,13 @@ def load_dataset_and_tokenizer(
         tokenizer = load_tokenizer(tokenizer)
     else:
         if raw is None:
-            raw = load_file(data, cache_dir if cache_dir is not None else default_cache_dir())
+            root = cache_dir if cache_dir is not None else default_cache_dir()
+            raw = load_file(data, root, **reading)
         tokenizer = train_tokenizer(texts_of(raw, text, text_pair), vocab_size=vocab_size)
     if data is None:
         return TextDataset.from_hf(raw, tokenizer, **options), tokenizer
-    return TextDataset.from_file(data, tokenizer, cache_dir=cache_dir, **options), tokenizer
+    dataset = TextDataset.from_file(data, tokenizer, cache_dir=cache_dir, **options, **reading)
+    return dataset, tokenizer
 
 
 def texts_of(raw: Any, text: str, text_pair: str | None = None) -> Iterator[str]:

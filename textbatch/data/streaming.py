@@ -13,8 +13,9 @@ import torch
 from textbatch.checks import non_negative_int, positive_int
 from textbatch.data.columns import check_label_names, label_text
 from textbatch.data.dataset import Example, Transform, file_format, load_file, resolve_max_length
+from textbatch.data.truncation import encode_truncated
 from textbatch.distributed import dataloader_worker, resolve_rank, shard_records
-from textbatch.errors import TextBatchError
+from textbatch.errors import TextBatchError, TextBatchWarning
 
 
 def _is_hf_iterable(source: Any) -> bool:
@@ -188,6 +189,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
             warnings.warn(
                 f"textbatch dropped {self.num_dropped} streamed records with missing, non-string "
                 "or empty text or label (drop_invalid=True).",
+                TextBatchWarning,
                 stacklevel=2,
             )
 
@@ -199,12 +201,11 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
             return
         texts = [record[self.text] for _, record in records]
         pairs = None if self.text_pair is None else [r[self.text_pair] for _, r in records]
-        encoded = self.tokenizer(
+        encoded = encode_truncated(  # reads only as much of a long text as truncation keeps
+            self.tokenizer,
             texts,
             pairs,
-            truncation=True,
             max_length=self.max_length,
-            return_attention_mask=False,
             return_token_type_ids=self.keep_types,
         )
         for j, (position, record) in enumerate(records):

@@ -25,6 +25,9 @@ _KNOWN_SPECIAL = {
     "mask_token": ("[MASK]", "<mask>"),
 }
 _MODEL_INPUT_NAMES = ["input_ids", "token_type_ids", "attention_mask"]
+# train_tokenizer learns from the first this many characters of a text (cut at a space): tens of
+# thousands of words teach a text's vocabulary, and a 50 MB line would cost minutes and gigabytes.
+TRAIN_TEXT_CHARS = 100_000
 
 
 def load_tokenizer(source: Any) -> Any:
@@ -134,6 +137,9 @@ def train_tokenizer(
     ``[CLS] a [SEP] b [SEP]`` with token type ids 0 and 1. ``model_max_length`` (tokens) is
     the default truncation length of datasets built with it.
 
+    A text longer than ``TRAIN_TEXT_CHARS`` (100,000) characters is learnt from its start, cut
+    at a space, so that one huge line costs no more than that.
+
     Two trainings on the same texts can differ slightly: the ``tokenizers`` trainer breaks ties
     between equally frequent merges in hash-map order (huggingface/tokenizers#1794). Save the
     tokenizer and load it again wherever runs must match, or build a fully determined one
@@ -205,7 +211,8 @@ def _finish_bert_style(backend: Any, model_max_length: int) -> Any:
 
 
 class _CountingIterator:
-    """Yields texts (rejecting non-strings) and counts them."""
+    """Yields texts (rejecting non-strings, cutting those over ``TRAIN_TEXT_CHARS``) and counts
+    them."""
 
     def __init__(self, texts: Iterable[str]) -> None:
         self._texts = texts
@@ -217,5 +224,8 @@ class _CountingIterator:
                 raise TextBatchError(
                     f"text #{i} is {type(text).__name__} {text!r}, not a string; pass strings only."
                 )
+            if len(text) > TRAIN_TEXT_CHARS:
+                space = text.rfind(" ", TRAIN_TEXT_CHARS // 2, TRAIN_TEXT_CHARS + 1)
+                text = text[: space if space > 0 else TRAIN_TEXT_CHARS]
             self.count += bool(text.strip())
             yield text

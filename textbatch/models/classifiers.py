@@ -420,8 +420,16 @@ def _load_backbone(path: Path) -> nn.Module:
             options["add_pooling_layer"] = False  # we pool ourselves; unused weights upset DDP
         with _quiet_transformers():  # it would report the pooler we leave out on purpose
             return AutoModel.from_pretrained(str(path), **options)
-    except (OSError, ValueError, KeyError) as error:
-        raise TextBatchError(f"cannot load a model from {str(path)!r}: {error}") from error
+    except Exception as error:  # OSError, UnpicklingError, safetensors' and torch's own errors
+        weights = sorted(p.name for p in path.glob("*.safetensors")) or sorted(
+            p.name for p in path.glob("*.bin")
+        )
+        detail = str(error).strip().split(". ")[0].splitlines()[0][:160] if str(error) else ""
+        raise TextBatchError(
+            f"cannot load a model from {str(path)!r} ({type(error).__name__}: {detail}); "
+            f"check that its files ({', '.join(['config.json', *weights])}) are complete and "
+            "not damaged, or save the model there again with save_pretrained."
+        ) from error
 
 
 class _quiet_transformers:

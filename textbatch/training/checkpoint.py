@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from textbatch.data.hashing import file_digest
-from textbatch.errors import TextBatchError
+from textbatch.errors import TextBatchError, TextBatchWarning
 from textbatch.files import atomic_folder, default_mode
 
 STATE_FILE = "trainer_state.json"
@@ -190,6 +190,7 @@ def find_checkpoint(folder: str | Path) -> Path | None:
                     f"resuming from {str(path)!r}, the newest valid checkpoint; passed over "
                     + "; ".join(problems)
                     + ". Delete the damaged folders once you no longer need them.",
+                    TextBatchWarning,
                     stacklevel=2,
                 )
             return path

@@ -1,0 +1,236 @@
+"""`textbatch predict`: one output row per input row in input order (rows without text marked
+with a reason), streamed a chunk of rows at a time, written atomically with the umask's mode."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import stat
+
+import datasets
+import numpy as np
+import pytest
+
+import textbatch.cli.recipes as recipes
+from textbatch.cli.main import main
+from textbatch.cli.recipes import predict_file
+from textbatch.data.columns import invalid_text_rows
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, corpus_records):
+    """A small model trained once for the module (its cache in its own folder)."""
+    root = tmp_path_factory.mktemp("predict-model")
+    train = root / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in corpus_records[:400]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TEXTBATCH_CACHE", str(root / "cache"))
+        argv = ["train", "--data", train, "--out", root / "run", "--epochs", 1, "--no-progress"]
+        assert main([str(a) for a in argv]) == 0
+    return root / "run"
+
+
+@pytest.fixture(autouse=True)
+def quiet_progress_bars():
+    """No `datasets` progress bars on stderr, so that stderr holds only what predict says."""
+    disabled = datasets.utils.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    yield
+    if not disabled:
+        datasets.enable_progress_bars()
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_csv(path):
+    return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def labels_of(model_dir):
+    return json.loads((model_dir / "labels.json").read_text())
+
+
+# ---------------------------------------------------------------------- rows without text
+
+
+def test_rows_without_text_get_a_reason_in_order_jsonl(model_dir, tmp_path, capsys, corpus_records):
+    texts = [r["text"] for r in corpus_records[400:405]]
+    records = [
+        {"text": texts[0]},
+        {"text": ""},
+        {"text": texts[1]},
+        {"text": "  \t "},
+        {"text": None},
+        {"id": 7},  # no text at all
+        {"text": texts[2]},
+    ]
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "p.jsonl"
+    code, stdout, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out", out)
+    assert code == 0, err
+    assert "Traceback" not in err
+    rows = read_jsonl(out)
+    assert [r["row"] for r in rows] == list(range(len(records)))  # one per input row, in order
+    assert [r["reason"] for r in rows] == [
+        None, "empty text", None, "empty text", "missing text", "missing text", None
+    ]  # fmt: skip
+    for r in rows:
+        assert list(r) == ["row", "label", "probability", "reason"]
+        if r["reason"] is None:
+            assert r["label"] in labels_of(model_dir) and 0 < r["probability"] <= 1
+        else:
+            assert r["label"] is None and r["probability"] is None
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [
+        "textbatch predict: 4 of 7 rows could not be predicted (2 empty text, 2 missing text); "
+        "see the reason column"
+    ]
+    assert "wrote 7 rows to " in stdout and "(3 predicted)" in stdout
+
+
+def test_rows_without_text_in_a_csv(model_dir, tmp_path, capsys, corpus_records):
+    text = corpus_records[400]["text"]
+    data = tmp_path / "data.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["id", "text"], [1, text], [2, "   "], [3, text], [4, " "]])
+    out = tmp_path / "p.csv"
+    code, _, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out", out)
+    assert code == 0, err
+    lines = out.read_text().splitlines()
+    assert lines[0] == "row,label,probability,reason"
+    assert lines[2] == "1,,,empty text" and lines[4] == "3,,,empty text"
+    rows = read_csv(out)
+    assert [r["row"] for r in rows] == ["0", "1", "2", "3"]
+    assert rows[0]["reason"] == rows[2]["reason"] == ""
+    assert rows[0]["label"] == rows[2]["label"] != ""  # the same text, the same prediction
+    assert "2 of 4 rows could not be predicted (empty text); see the reason column" in err
+
+
+def test_no_row_with_text_is_one_error_line_and_exit_2(model_dir, tmp_path, capsys):
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": ""}\n{"text": "   "}\n{"text": null}\n')
+    out = tmp_path / "p.csv"
+    code, stdout, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out", out)
+    assert code == 2 and stdout == ""
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("textbatch predict: error: no row of ")
+    assert "can be predicted" in lines[0] and "2 empty text, 1 missing text" in lines[0]
+    assert not out.exists() and not list(tmp_path.glob(".p.csv*"))
+
+
+def test_reasons_name_what_is_wrong():
+    from textbatch.data.columns import invalid_text_reasons
+
+    hf = datasets.Dataset.from_dict({"a": ["x", "", None, "y"], "b": ["p", "q", "r", " "]})
+    bad = invalid_text_rows(hf, ["a", "b"])
+    assert bad.tolist() == [False, True, True, True]
+    reasons = invalid_text_reasons(hf, ["a", "b"], np.flatnonzero(bad))
+    assert reasons == ["empty text", "missing text", "empty text pair"]
+    numbers = datasets.Dataset.from_dict({"a": [1, None]})
+    assert invalid_text_reasons(numbers, ["a"], [0, 1]) == ["text is not a string", "missing text"]
+
+
+def test_invalid_rows_across_many_arrow_chunks():
+    import pyarrow as pa
+
+    chunks = [pa.array(["a", " ", None]), pa.array([], pa.string()), pa.array(["", "b"])]
+    table = pa.Table.from_arrays([pa.chunked_array(chunks)], names=["text"])
+    hf = datasets.Dataset(table)
+    assert invalid_text_rows(hf, ["text"]).tolist() == [False, True, True, True, False]
+
+
+# ---------------------------------------------------------------------- streaming in chunks
+
+
+@pytest.fixture
+def many_rows(tmp_path, corpus_records):
+    """230 rows, some without text, spread over several chunks when chunk_rows is small."""
+    records = [{"text": r["text"]} for r in corpus_records[:230]]
+    for i in (0, 31, 32, 33, 100, 229):
+        records[i] = {"text": " " if i % 2 else ""}
+    data = tmp_path / "many.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return data
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_chunks_give_the_whole_file_prediction(model_dir, many_rows, tmp_path, suffix, monkeypatch):
+    written = []
+    write_rows = recipes._write_rows
+
+    def recording(f, suffix, rows):
+        written.append(len(rows))
+        write_rows(f, suffix, rows)
+
+    whole = predict_file(model_dir, many_rows, tmp_path / f"whole{suffix}", chunk_rows=10**6)
+    monkeypatch.setattr(recipes, "_write_rows", recording)
+    chunked = predict_file(model_dir, many_rows, tmp_path / f"chunked{suffix}", chunk_rows=32)
+    assert written == [32] * 7 + [6]  # written a chunk at a time, never all at once
+    assert whole == chunked and chunked.rows == 230 and chunked.not_predicted == {"empty text": 6}
+
+    read = read_csv if suffix == ".csv" else read_jsonl
+    expected, got = read(tmp_path / f"whole{suffix}"), read(tmp_path / f"chunked{suffix}")
+    assert [r["row"] for r in got] == [r["row"] for r in expected]
+    assert [(r["label"], r["reason"]) for r in got] == [(r["label"], r["reason"]) for r in expected]
+    for a, b in zip(expected, got, strict=True):
+        if a["probability"] in ("", None):
+            assert b["probability"] == a["probability"]
+        else:  # other batches: the same up to float rounding
+            assert float(b["probability"]) == pytest.approx(float(a["probability"]), abs=2e-6)
+
+
+def test_chunk_rows_must_be_positive(model_dir, many_rows, tmp_path):
+    from textbatch.errors import TextBatchError
+
+    with pytest.raises(TextBatchError, match="chunk_rows=0 must be a positive int"):
+        predict_file(model_dir, many_rows, tmp_path / "p.csv", chunk_rows=0)
+
+
+# ---------------------------------------------------------------------- files
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_output_mode_respects_the_umask(model_dir, many_rows, tmp_path, capsys, umask):
+    out = tmp_path / "out" / "p.csv"
+    previous = os.umask(umask)
+    try:
+        code, _, err = run(
+            capsys, "predict", "--model", model_dir, "--data", many_rows, "--out", out
+        )
+    finally:
+        os.umask(previous)
+    assert code == 0, err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    assert os.listdir(out.parent) == ["p.csv"]  # no temporary file left beside it
+
+
+def test_a_failed_run_leaves_no_partial_output(model_dir, many_rows, tmp_path, monkeypatch):
+    out = tmp_path / "p.jsonl"
+    out.write_text("an earlier run's predictions\n")
+    predict_rows = recipes._predict_rows
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # e.g. Ctrl-C with two chunks written
+        return predict_rows(*args, **kwargs)
+
+    monkeypatch.setattr(recipes, "_predict_rows", failing)
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(model_dir, many_rows, out, chunk_rows=50)
+    assert out.read_text() == "an earlier run's predictions\n"
+    assert not list(tmp_path.glob(".p.jsonl*"))  # nor a temporary file
