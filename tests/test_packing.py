@@ -35,7 +35,7 @@ def long_tailed(n, seed=0, cap=512):
 
 
 def test_layout_by_hand():
-    batch = PackingCollator(0, capacity=8)(FEATURES)
+    batch = PackingCollator(0, capacity=8, mask=True)(FEATURES)
     # best-fit decreasing: [6], [4, 3], [3]; next-fit in order: [4], [6], [3, 3]: three rows each,
     # so next-fit (the given order) is kept
     assert batch["input_ids"].tolist() == [
@@ -64,6 +64,15 @@ def test_layout_by_hand():
     assert mask[2, 0, 0].tolist() == [True, True, True, False, False, False, False, False]
     assert mask[2, 0, 4].tolist() == [False, False, False, True, True, True, False, False]
     assert mask[0, 0, 5].tolist() == [False] * 5 + [True] + [False] * 2  # padding: itself only
+
+
+def test_the_dense_mask_is_opt_in():
+    plain = PackingCollator(0, capacity=8)(FEATURES)
+    assert "attention_mask" not in plain
+    masked = PackingCollator(0, capacity=8, mask=True)(FEATURES)
+    assert set(masked) - set(plain) == {"attention_mask"}
+    for key, value in plain.items():
+        assert torch.equal(value, masked[key]), key
 
 
 def test_flat_row_and_position_offset():
@@ -105,6 +114,77 @@ def test_packing_bad_input():
         PackingCollator(0, capacity=0)
     with pytest.raises(TextBatchError, match="overlong='drop'"):
         PackingCollator(0, capacity=8, overlong="drop")
+    with pytest.raises(TextBatchError, match="mask=1 must be True or False"):
+        PackingCollator(0, mask=1)
+    with pytest.raises(TextBatchError, match=r"one flat row.*capacity=None, not 8"):
+        PackingCollator(0, capacity=8, hf_names=True)
+
+
+# ------------------------------------------------------------------ Hugging Face's names
+
+
+def hf_flattening(features, position_offset=0):
+    from transformers import DataCollatorWithFlattening
+
+    collate = DataCollatorWithFlattening(
+        return_flash_attn_kwargs=True, return_seq_idx=True, position_ids_start=position_offset
+    )
+    return collate([{"input_ids": f["input_ids"]} for f in features])
+
+
+HF_KEYS = (
+    "input_ids", "position_ids", "seq_idx", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
+    "max_length_k",
+)  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=12), st.sampled_from([0, 2]))
+def test_hf_names_equal_data_collator_with_flattening(lengths, offset):
+    rng = np.random.default_rng(len(lengths))
+    features = [{"input_ids": rng.integers(0, 1000, n).tolist()} for n in lengths]
+    ours = PackingCollator(0, position_offset=offset, hf_names=True)(features)
+    theirs = hf_flattening(features, offset)
+    for key in HF_KEYS:
+        if isinstance(theirs[key], torch.Tensor):
+            assert ours[key].dtype == theirs[key].dtype and torch.equal(ours[key], theirs[key]), key
+        else:  # max_length_q/k: Python ints, as flash attention takes them
+            assert type(ours[key]) is type(theirs[key]) and ours[key] == theirs[key], key
+    # textbatch's own names stay, with the same data
+    assert torch.equal(ours["cu_seqlens"], ours["cu_seq_lens_q"])
+    assert torch.equal(ours["sequence_ids"], ours["seq_idx"].long())
+    assert int(ours["max_seqlen"]) == ours["max_length_q"] == max(lengths)
+
+
+def test_hf_names_keep_one_label_per_sequence():
+    """The documented difference: DataCollatorWithFlattening makes token-level language-model
+    labels (-100 at each sequence's first token); textbatch keeps one class per sequence."""
+    batch = PackingCollator(0, hf_names=True)(FEATURES)
+    assert batch["labels"].tolist() == [0, 1, 2, 3]
+    theirs = hf_flattening(FEATURES)["labels"]
+    assert theirs.shape == batch["input_ids"].shape and theirs[0, 0] == -100
+    assert batch["token_type_ids"].shape == batch["input_ids"].shape  # kept; HF drops them
+
+
+def test_a_hugging_face_decoder_reads_the_packed_row():
+    """A Llama-style model given the hf_names row (position_ids restart per sequence) attends
+    within each sequence only: its logits equal those of every sequence run alone."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    model = LlamaForCausalLM(config).eval()
+    features = [{"input_ids": s} for s in SEQUENCES]
+    batch = PackingCollator(0, hf_names=True)(features)
+    with torch.no_grad():
+        packed = model(**batch, use_cache=False).logits[0]  # (W, vocab)
+        alone = torch.cat([model(input_ids=torch.tensor([s])).logits[0] for s in SEQUENCES])
+        unpacked = model(input_ids=batch["input_ids"], use_cache=False).logits[0]
+    torch.testing.assert_close(packed, alone, atol=1e-5, rtol=0)
+    assert not torch.allclose(unpacked, alone, atol=1e-3)  # without the positions it would not
 
 
 # ------------------------------------------------------------------ the packing rule
@@ -152,12 +232,15 @@ def test_text_classifier_packed_equals_padded(encoder, capacity):
         )
 
 
+@pytest.mark.parametrize("mask", [False, True])  # the model builds the mask, or the collator
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
-def test_backbone_packed_matches_padded(tiny_bert_dir, pooling):
+def test_backbone_packed_matches_padded(tiny_bert_dir, pooling, mask):
     torch.manual_seed(0)
     model = BackboneClassifier.from_pretrained(tiny_bert_dir, num_labels=3, pooling=pooling).eval()
     features = [{"input_ids": s, "token_type_ids": [0] * len(s)} for s in SEQUENCES]
-    packed, padded = packed_and_padded(features, 32)
+    packed = PackingCollator(0, capacity=32, mask=mask)(features)
+    padded = PaddingCollator(0)(features)
+    assert ("attention_mask" in packed) == mask
     with torch.no_grad():
         torch.testing.assert_close(
             model(**packed).logits, model(**padded).logits, atol=1e-4, rtol=0

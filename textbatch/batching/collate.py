@@ -407,7 +407,9 @@ class PackingCollator:
     - ``position_ids``: int64 (R, W), restarting at ``position_offset`` for each sequence
     - ``sequence_ids``: int64 (R, W), which sequence each token belongs to (-1: row padding)
     - ``attention_mask``: bool (R, 1, W, W), block-diagonal: True where a token may attend
-      (a Hugging Face encoder takes it as is); left out with ``mask=False``
+      (a Hugging Face encoder takes it as is), only with ``mask=True``: it costs W x W per row,
+      and a model that reads ``sequence_ids`` or ``cu_seqlens`` does not need it
+      (``TextClassifier`` and ``BackboneClassifier`` build it themselves when it is missing)
     - ``cu_seqlens``: int32 (N + 1), the sequences' boundaries in packed order over the real
       tokens (``input_ids[sequence_ids >= 0]``), and ``max_seqlen``: int64 scalar, the longest
       sequence's tokens, as variable-length attention kernels take them; ``packed_order``:
@@ -416,6 +418,16 @@ class PackingCollator:
       ``example_ids``: int64 (N), the feature each sequence came from (they differ only with
       ``overlong="split"``); other numeric keys of the features, one per sequence like
       ``labels``
+
+    ``hf_names=True`` (one flat row, ``capacity=None``) adds the same boundaries under the names
+    Hugging Face models read, as ``transformers.DataCollatorWithFlattening(
+    return_flash_attn_kwargs=True, return_seq_idx=True)`` gives them: ``cu_seq_lens_q`` and
+    ``cu_seq_lens_k`` (int32 (N + 1), equal to ``cu_seqlens``), ``max_length_q`` and
+    ``max_length_k`` (Python ints, the longest sequence) and ``seq_idx`` (int32 (1, W), equal
+    to ``sequence_ids``); ``input_ids`` and ``position_ids`` are already the same. Two things
+    differ from that collator: ``labels`` stays one label per sequence (its ``labels`` are
+    token-level language-model targets, -100 at each sequence's first token), and an empty
+    example stays an empty sequence (it drops it).
 
     A given ``attention_mask`` must be all 1s (it is replaced); token ids must be integers
     from 0 to 2**63 - 1, and every feature must have the same keys.
@@ -433,20 +445,31 @@ class PackingCollator:
         position_offset: int = 0,
         overlong: str = "error",
         pad_token_type_id: int = 0,
-        mask: bool = True,
+        mask: bool = False,
+        hf_names: bool = False,
     ) -> None:
         if isinstance(pad_token_id, bool) or not isinstance(pad_token_id, int | np.integer):
             raise TextBatchError(f"pad_token_id={pad_token_id!r} must be an int.")
+        for name, value in (("mask", mask), ("hf_names", hf_names)):
+            if not isinstance(value, bool):
+                raise TextBatchError(f"{name}={value!r} must be True or False.")
         if overlong not in OVERLONG:
             raise TextBatchError(f"overlong={overlong!r} must be one of {', '.join(OVERLONG)}.")
         self.pad_token_id = int(pad_token_id)
         self.capacity = positive_tokens(
             "capacity", capacity, "Give the tokens per row, or None for one flat row."
         )
+        if hf_names and self.capacity is not None:
+            raise TextBatchError(
+                f"hf_names=True gives Hugging Face's names for one flat row, which is what its "
+                f"variable-length attention reads; use capacity=None, not {self.capacity} (a "
+                "sampler's max_tokens bounds the row), or hf_names=False."
+            )
         self.position_offset = non_negative_int("position_offset", position_offset)
         self.overlong = overlong
         self.pad_token_type_id = int(pad_token_type_id)
         self.mask = mask
+        self.hf_names = hf_names
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, **options: Any) -> PackingCollator:
@@ -554,6 +577,8 @@ class PackingCollator:
         batch["cu_seqlens"] = torch.from_numpy(np.concatenate([[0], ends]).astype(np.int32))
         batch["max_seqlen"] = torch.tensor(int(lengths.max()))
         batch["packed_order"] = torch.from_numpy(order)
+        if self.hf_names:
+            batch.update(hf_flash_names(batch["cu_seqlens"], batch["sequence_ids"]))
         per_sequence = torch.from_numpy(examples.astype(np.int64))
         batch["example_ids"] = per_sequence
         for key in first:
@@ -573,8 +598,22 @@ class PackingCollator:
     def __repr__(self) -> str:
         return (
             f"PackingCollator(pad_token_id={self.pad_token_id}, capacity={self.capacity}, "
-            f"position_offset={self.position_offset}, overlong={self.overlong!r})"
+            f"position_offset={self.position_offset}, overlong={self.overlong!r}, "
+            f"mask={self.mask}, hf_names={self.hf_names})"
         )
+
+
+def hf_flash_names(cu_seqlens: torch.Tensor, sequence_ids: torch.Tensor) -> dict[str, Any]:
+    """A flat row's boundaries under the keys and types of Hugging Face's
+    ``DataCollatorWithFlattening(return_flash_attn_kwargs=True, return_seq_idx=True)``."""
+    longest = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())  # tokens
+    return {
+        "cu_seq_lens_q": cu_seqlens,
+        "cu_seq_lens_k": cu_seqlens,
+        "max_length_q": longest,
+        "max_length_k": longest,
+        "seq_idx": sequence_ids.to(torch.int32),  # (1, W)
+    }
 
 
 def check_all_ones(mask: np.ndarray, lengths: np.ndarray) -> None:

@@ -350,14 +350,17 @@ class BackboneClassifier(nn.Module):
         sequence_ids: torch.Tensor | None = None,
         **unused: Any,
     ) -> SequenceClassifierOutput:
-        """Logits for a padded batch, or for a packed one from ``PackingCollator`` (its
-        block-diagonal ``attention_mask``, ``position_ids`` and ``sequence_ids``)."""
+        """Logits for a padded batch, or for a packed one from ``PackingCollator``
+        (``position_ids`` and ``sequence_ids``; the block-diagonal ``attention_mask`` is built
+        from ``sequence_ids`` unless the collator made it, with ``mask=True``)."""
         packed = sequence_ids is not None
         if packed:
-            if attention_mask is None or attention_mask.ndim != 4 or position_ids is None:
+            if attention_mask is None:
+                attention_mask = block_diagonal_mask(sequence_ids)  # (R, 1, W, W)
+            if attention_mask.ndim != 4 or position_ids is None:
                 raise TextBatchError(
-                    "a packed batch needs the block-diagonal attention_mask and position_ids "
-                    "of PackingCollator (mask=True)."
+                    "a packed batch needs position_ids and a block-diagonal (rows, 1, width, "
+                    "width) attention_mask, or none; pack with PackingCollator."
                 )
             if int(position_ids[sequence_ids >= 0].min()) < self.position_offset:
                 raise TextBatchError(
