@@ -145,3 +145,39 @@ def test_stats_command(data_file, capsys):
     assert "longer than --max-length 64" in out
     assert "recommended: BucketBatchSampler(lengths, " in out
     assert "estimated speed-up over random batches" in out
+
+
+def test_bench_replaces_earlier_results_only_with_overwrite(data_file, tmp_path, capsys):
+    out = tmp_path / "bench"
+    out.mkdir()
+    (out / "results.json").write_text('{"an": "earlier bench"}')
+    argv = ["bench", "--data", str(data_file), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds the results of an earlier bench (results.json)" in err and "--overwrite" in err
+    assert (out / "results.json").read_text() == '{"an": "earlier bench"}'
+    assert main([*argv, "--overwrite"]) == 0
+    assert json.loads((out / "results.json").read_text())["schema"] == 1
+
+
+def test_stats_and_bench_read_the_files_encoding(tmp_path, corpus_records, capsys):
+    data = tmp_path / "latin.csv"
+    rows = "".join(f'"{r["text"]} caf\xe9",{r["label"]}\n' for r in corpus_records[:100])
+    data.write_bytes(("text,label\n" + rows).encode("latin-1"))
+    assert main(["stats", "--data", str(data)]) == 2
+    assert "is not valid utf-8" in capsys.readouterr().err
+    assert main(["stats", "--data", str(data), "--encoding", "latin-1"]) == 0
+    assert "100 examples" in capsys.readouterr().out
+
+
+def test_bench_tokenises_both_texts_of_a_pair(tmp_path, corpus_records, capsys):
+    data = tmp_path / "pairs.jsonl"
+    records = [{"a": r["text"], "b": r["text"], "label": r["label"]} for r in corpus_records[:80]]
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    common = ["--data", str(data), "--text-column", "a"]
+    assert main(["bench", *common, "--out", str(tmp_path / "one")]) == 0
+    assert main(["bench", *common, "--text-pair-column", "b", "--out", str(tmp_path / "two")]) == 0
+    capsys.readouterr()
+    one = json.loads((tmp_path / "one" / "results.json").read_text())["lengths"]["tokens"]
+    two = json.loads((tmp_path / "two" / "results.json").read_text())["lengths"]["tokens"]
+    assert two > 1.5 * one  # both texts (a few pairs are cut at --max-length)

@@ -13,9 +13,9 @@ import datasets
 import numpy as np
 import pytest
 
-import textbatch.cli.recipes as recipes
+import textbatch.cli.predict as predict
 from textbatch.cli.main import main
-from textbatch.cli.recipes import predict_file
+from textbatch.cli.predict import predict_file
 from textbatch.data.columns import invalid_text_rows
 
 
@@ -43,7 +43,8 @@ def quiet_progress_bars():
 
 
 def run(capsys, *argv):
-    code = main([str(a) for a in argv])
+    """The command's exit code, stdout and stderr (no progress bar on stderr)."""
+    code = main([str(a) for a in (*argv, "--no-progress")])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -169,14 +170,14 @@ def many_rows(tmp_path, corpus_records):
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
 def test_chunks_give_the_whole_file_prediction(model_dir, many_rows, tmp_path, suffix, monkeypatch):
     written = []
-    write_rows = recipes._write_rows
+    write_rows = predict.write_rows
 
     def recording(f, suffix, rows):
         written.append(len(rows))
         write_rows(f, suffix, rows)
 
     whole = predict_file(model_dir, many_rows, tmp_path / f"whole{suffix}", chunk_rows=10**6)
-    monkeypatch.setattr(recipes, "_write_rows", recording)
+    monkeypatch.setattr(predict, "write_rows", recording)
     chunked = predict_file(model_dir, many_rows, tmp_path / f"chunked{suffix}", chunk_rows=32)
     assert written == [32] * 7 + [6]  # written a chunk at a time, never all at once
     assert whole == chunked and chunked.rows == 230 and chunked.not_predicted == {"empty text": 6}
@@ -220,7 +221,7 @@ def test_output_mode_respects_the_umask(model_dir, many_rows, tmp_path, capsys, 
 def test_a_failed_run_leaves_no_partial_output(model_dir, many_rows, tmp_path, monkeypatch):
     out = tmp_path / "p.jsonl"
     out.write_text("an earlier run's predictions\n")
-    predict_rows = recipes._predict_rows
+    predict_rows = predict.predict_rows
     calls = []
 
     def failing(*args, **kwargs):
@@ -229,8 +230,87 @@ def test_a_failed_run_leaves_no_partial_output(model_dir, many_rows, tmp_path, m
             raise KeyboardInterrupt  # e.g. Ctrl-C with two chunks written
         return predict_rows(*args, **kwargs)
 
-    monkeypatch.setattr(recipes, "_predict_rows", failing)
+    monkeypatch.setattr(predict, "predict_rows", failing)
     with pytest.raises(KeyboardInterrupt):
-        predict_file(model_dir, many_rows, out, chunk_rows=50)
+        predict_file(model_dir, many_rows, out, chunk_rows=50, overwrite=True)
     assert out.read_text() == "an earlier run's predictions\n"
     assert not list(tmp_path.glob(".p.jsonl*"))  # nor a temporary file
+
+
+# ---------------------------------------------------------------------- the command's flags
+
+
+def test_an_existing_out_is_replaced_only_with_overwrite(model_dir, many_rows, tmp_path, capsys):
+    out = tmp_path / "p.csv"
+    out.write_text("an earlier run's predictions\n")
+    argv = ("predict", "--model", model_dir, "--data", many_rows, "--out", out)
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "exists; pass --overwrite to replace it" in err and "Traceback" not in err
+    assert out.read_text() == "an earlier run's predictions\n"
+    code, _, err = run(capsys, *argv, "--overwrite")
+    assert code == 0, err
+    assert len(read_csv(out)) == 230
+
+
+def test_a_file_in_another_encoding_is_read_with_encoding(model_dir, tmp_path, capsys):
+    data = tmp_path / "latin.csv"
+    data.write_bytes(
+        "text\ncaf\xe9 prices rise in the city\nthe team won the final\n".encode("latin-1")
+    )
+    argv = ("predict", "--model", model_dir, "--data", data, "--out", tmp_path / "p.jsonl")
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "is not valid utf-8: byte e9 at offset 8 (line 2)" in err
+    assert "--encoding" in err and not (tmp_path / "p.jsonl").exists()
+    code, _, err = run(capsys, *argv, "--encoding", "latin-1")
+    assert code == 0, err
+    assert [r["reason"] for r in read_jsonl(tmp_path / "p.jsonl")] == [None, None]
+
+
+def test_progress_bar_over_rows_unless_no_progress(model_dir, many_rows, tmp_path, capsys):
+    argv = ["predict", "--model", model_dir, "--data", many_rows, "--out", tmp_path / "a.csv"]
+    assert main([str(a) for a in argv]) == 0
+    assert "Predicting" in capsys.readouterr().err
+    code, _, err = run(capsys, *argv[:-1], tmp_path / "b.csv")  # run() adds --no-progress
+    assert code == 0 and "Predicting" not in err and "Tokenizing" not in err
+
+
+def test_a_folder_that_is_not_a_model_says_so(tmp_path, many_rows, capsys):
+    code, _, err = run(capsys, "predict", "--model", many_rows.parent, "--data", many_rows,
+                       "--out", tmp_path / "p.csv")  # fmt: skip
+    assert code == 2 and "is not a model folder" in err and "tokenizer" not in err
+
+
+def test_a_missing_text_column_names_the_flag(model_dir, many_rows, tmp_path, capsys):
+    code, _, err = run(capsys, "predict", "--model", model_dir, "--data", many_rows,
+                       "--out", tmp_path / "p.csv", "--text-column", "body")  # fmt: skip
+    assert code == 2 and "column 'body' is not in" in err and "--text-column" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_rows_are_truncated_to_the_models_training_length(model_dir, tmp_path, corpus_records):
+    """predict cuts texts where training cut them (stored with the model), not at 512."""
+    seen = []
+    from_hf = predict.TextDataset.from_hf
+
+    def recording(*args, **kwargs):
+        seen.append(kwargs["max_length"])
+        return from_hf(*args, **kwargs)
+
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"text": r["text"]}) + "\n" for r in corpus_records[:20]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(predict.TextDataset, "from_hf", recording)
+        predict_file(model_dir, data, tmp_path / "p.csv")
+    trained = json.loads((model_dir / "model" / "textbatch_model.json").read_text())["max_length"]
+    assert seen == [trained]
+
+
+def test_a_backbone_records_the_length_it_was_trained_with(tiny_bert_dir, tmp_path, capsys,
+                                                           corpus_records):  # fmt: skip
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in corpus_records[:64]))
+    argv = ["train", "--data", data, "--out", tmp_path / "run", "--model", tiny_bert_dir,
+            "--max-length", 24, "--epochs", 1, "--no-progress"]  # fmt: skip
+    assert main([str(a) for a in argv]) == 0
+    config = json.loads((tmp_path / "run" / "model" / "textbatch_model.json").read_text())
+    assert config["type"] == "BackboneClassifier" and config["max_length"] == 24

@@ -13,6 +13,7 @@ from textbatch.cli.config import (
     TrainConfig,
     add_arguments,
     config_from_args,
+    device_name,
     encoding_name,
     non_negative,
     positive,
@@ -76,6 +77,8 @@ def _cmd_stats(args: argparse.Namespace) -> None:
         max_length=args.max_length,
         batch_size=args.batch_size,
         seed=args.seed,
+        encoding=args.encoding,
+        encoding_errors=args.encoding_errors,
     )
     lengths, advice = report["lengths"], report["recommendation"]
     print(
@@ -122,6 +125,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         args.out,
         args.data,
         text=args.text_column,
+        text_pair=args.text_pair_column,
         label=args.label_column,
         tokenizer=args.tokenizer,
         max_length=args.max_length,
@@ -131,6 +135,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         seed=args.seed,
         encoding=args.encoding,
         encoding_errors=args.encoding_errors,
+        overwrite=args.overwrite,
     )
     print(
         f"{report['source']}: {report['examples']:,} examples, batch size {report['batch_size']}, "
@@ -205,7 +210,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from textbatch.cli.recipes import predict_file
+    from textbatch.cli.predict import predict_file
 
     summary = predict_file(
         args.model,
@@ -216,6 +221,10 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         max_tokens=args.max_tokens,
         device=args.device,
+        encoding=args.encoding,
+        encoding_errors=args.encoding_errors,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
     )
     if summary.not_predicted:
         print(f"textbatch predict: {summary.describe_not_predicted()}", file=sys.stderr)
@@ -284,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--seed", type=non_negative, default=0, help="random seed (default 0)")
     bench.add_argument("--out", required=True, help="output directory")
+    bench.add_argument(
+        "--overwrite", action="store_true", help="replace the results of an earlier bench in --out"
+    )
     bench.set_defaults(run=_cmd_bench)
 
     demo = commands.add_parser(
@@ -332,7 +344,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict_size = predict.add_mutually_exclusive_group()
     predict_size.add_argument("--batch-size", type=positive, default=64, help="examples per batch")
     predict_size.add_argument("--max-tokens", type=positive, help="token budget per batch")
-    predict.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    predict.add_argument(
+        "--device", type=device_name, default="auto", help="auto (CUDA when present), cpu, cuda"
+    )
+    predict.add_argument(
+        "--overwrite", action="store_true", help="replace --out when it exists (never --data)"
+    )
+    _add_reading_arguments(predict)
     predict.set_defaults(run=_cmd_predict)
     return parser
 

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import shutil
 import time
-import warnings
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +19,14 @@ import torch
 
 from textbatch.batching.collate import PackingCollator, PaddingCollator
 from textbatch.batching.loaders import make_loader
-from textbatch.checks import positive_int
 from textbatch.cli.config import TrainConfig
-from textbatch.data.columns import invalid_text_reasons, invalid_text_rows
 from textbatch.data.dataset import TextDataset, load_file, resolve_max_length
 from textbatch.data.prepare import corpus_train_eval, texts_of
 from textbatch.data.tokenizers import load_tokenizer, train_tokenizer
 from textbatch.distributed import barrier, init_distributed, is_main_process
 from textbatch.errors import TextBatchError
-from textbatch.files import atomic_folder, atomic_write, write_json, write_text
-from textbatch.models.classifiers import BackboneClassifier, TextClassifier, load_model
+from textbatch.files import atomic_folder, write_json, write_text
+from textbatch.models.classifiers import BackboneClassifier, TextClassifier
 from textbatch.training.checkpoint import checkpoint_folders
 from textbatch.training.loop import fit, resolve_device
 
@@ -263,16 +257,21 @@ def _run_datasets(config: TrainConfig, tok: Any, main: bool) -> tuple[TextDatase
 
 
 def _run_classifier(config: TrainConfig, tok: Any, names: list[str]) -> torch.nn.Module:
+    max_length = resolve_max_length(tok, config.max_length, pair=config.text_pair is not None)
     if config.backbone:
         return BackboneClassifier.from_pretrained(
-            config.model, len(names), pooling=config.pooling, label_names=names
+            config.model,
+            len(names),
+            pooling=config.pooling,
+            label_names=names,
+            max_length=max_length,
         )
     return TextClassifier(
         len(tok),
         len(names),
         dim=config.dim,
         encoder=SMALL_MODELS[config.model],
-        max_length=resolve_max_length(tok, config.max_length, pair=config.text_pair is not None),
+        max_length=max_length,
         pad_token_id=tok.pad_token_id,
         label_names=names,
     )
@@ -323,216 +322,6 @@ def _run_loaders(
         packing_capacity=capacity,
     )
     return train_loader, eval_loader
-
-
-def _model_and_tokenizer(directory: Path) -> tuple[torch.nn.Module, Any]:
-    """A ``train`` output directory (model/ and tokenizer/) or a model directory."""
-    model_dir = directory / "model" if (directory / "model").is_dir() else directory
-    for candidate in (directory / "tokenizer", model_dir / "tokenizer", model_dir / "backbone"):
-        if candidate.is_dir():
-            return load_model(model_dir), load_tokenizer(candidate)
-    raise TextBatchError(
-        f"no tokenizer found with the model in {str(directory)!r}; pass the directory that "
-        "`textbatch train --out` wrote."
-    )
-
-
-PREDICTION_COLUMNS = ("row", "label", "probability", "reason")
-PREDICT_CHUNK_ROWS = 32_768  # input rows predicted, then written, at a time
-
-
-@dataclass(frozen=True)
-class PredictSummary:
-    """What ``predict_file`` wrote: ``rows`` output rows, one per input row, of which
-    ``not_predicted`` (rows per reason, most frequent first) have no prediction."""
-
-    rows: int
-    not_predicted: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def predicted(self) -> int:
-        return self.rows - sum(self.not_predicted.values())
-
-    def describe_not_predicted(self) -> str:
-        """One line on the rows not predicted, for the user."""
-        return (
-            f"{self.rows - self.predicted:,} of {self.rows:,} rows could not be predicted "
-            f"({_count_reasons(self.not_predicted)}); see the reason column"
-        )
-
-
-def predict_file(
-    model_dir: str | os.PathLike,
-    data: str | os.PathLike,
-    out: str | os.PathLike,
-    *,
-    text: str = "text",
-    text_pair: str | None = None,
-    batch_size: int | None = 64,
-    max_tokens: int | None = None,
-    device: str = "auto",
-    chunk_rows: int = PREDICT_CHUNK_ROWS,
-) -> PredictSummary:
-    """Write one output row per row of ``data``, in input order, to ``out`` (``.csv`` or
-    ``.jsonl``): ``row``, ``label``, ``probability`` and ``reason``.
-
-    A row whose text is missing, blank or not a string cannot be predicted: its label and
-    probability are empty (null in JSON Lines) and ``reason`` says why (``"empty text"``); the
-    other rows' reason is empty. Raises when no row at all can be predicted. Rows are predicted
-    ``chunk_rows`` at a time in input order, in batches of similar length within a chunk, and
-    written as they come to a temporary file that takes ``out``'s place at the end: memory does
-    not grow with the file, and a failed run leaves no partial output behind.
-    """
-    out = Path(out)
-    if out.suffix not in (".csv", ".jsonl"):
-        raise TextBatchError(f"--out {str(out)!r} must end in .csv or .jsonl.")
-    if out.exists() and out.resolve() == Path(data).resolve():
-        raise TextBatchError(
-            f"--out {str(out)!r} is the --data file; write the predictions to another file."
-        )
-    chunk_rows = positive_int("chunk_rows", chunk_rows, allow_none=False)
-    model, tok = _model_and_tokenizer(Path(model_dir))
-    names = model.config.get("label_names") or [str(i) for i in range(model.num_labels)]
-    columns = [text] if text_pair is None else [text, text_pair]
-    raw = load_file(data)  # the rows as from_file reads them (its cached Arrow copy)
-    bad, reasons = np.zeros(len(raw), dtype=bool), []
-    if all(name in raw.column_names for name in columns):  # else from_file says which is not
-        bad = invalid_text_rows(raw, columns)  # the rows from_file's drop_invalid drops
-        reasons = invalid_text_reasons(raw, columns, np.flatnonzero(bad))  # one per such row
-    failed = np.flatnonzero(bad)
-    del raw  # and its memory map, before from_file maps the file again
-    if bad.all():
-        raise TextBatchError(
-            f"no row of {str(data)!r} can be predicted: each of its {len(bad):,} rows has "
-            f"missing, empty or non-string text in column {' or '.join(map(repr, columns))} "
-            f"({_count_reasons(Counter(reasons))}). Check --text-column, or give rows with text."
-        )
-    with warnings.catch_warnings():  # the dropped rows are reported row by row instead
-        warnings.filterwarnings("ignore", message="textbatch dropped", category=UserWarning)
-        dataset = TextDataset.from_file(
-            data,
-            tok,
-            text=text,
-            text_pair=text_pair,
-            label=None,
-            max_length=model.config.get("max_length"),
-            drop_invalid=True,
-        )
-    kept = np.flatnonzero(~bad)  # the input row of each dataset row
-    if len(dataset) != len(kept):
-        raise TextBatchError(
-            f"data file {str(data)!r} changed while it was being read; predict again once it is "
-            "completely written."
-        )
-    collate = PaddingCollator.from_tokenizer(tok)
-    run_on = resolve_device(device)
-
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            if out.suffix == ".csv":
-                csv.writer(f).writerow(PREDICTION_COLUMNS)
-            for start in range(0, len(bad), chunk_rows):
-                stop = min(start + chunk_rows, len(bad))
-                lo, hi = np.searchsorted(kept, [start, stop]).tolist()
-                best, probability = _predict_rows(
-                    model, _Rows(dataset, lo, hi), collate, batch_size, max_tokens, run_on
-                )
-                first, last = np.searchsorted(failed, [start, stop]).tolist()
-                rows = _prediction_rows(
-                    start, bad[start:stop], names, best, probability, reasons[first:last]
-                )
-                _write_rows(f, out.suffix, rows)
-
-    atomic_write(out, write)
-    return PredictSummary(len(bad), dict(Counter(reasons).most_common()))
-
-
-def _count_reasons(reasons: dict[str, int]) -> str:
-    """``"empty text"`` for one reason, ``"2 empty text, 1 missing text"`` for several."""
-    if len(reasons) == 1:
-        return next(iter(reasons))
-    counts = sorted(reasons.items(), key=lambda item: -item[1])
-    return ", ".join(f"{count:,} {reason}" for reason, count in counts)
-
-
-class _Rows(torch.utils.data.Dataset):
-    """Rows ``start`` to ``stop`` of a ``TextDataset`` as a dataset of their own, with no copy."""
-
-    def __init__(self, dataset: TextDataset, start: int, stop: int) -> None:
-        self.dataset, self.start, self.stop = dataset, start, stop
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return self.dataset.lengths[self.start : self.stop]
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.dataset[self.start + index]
-
-    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
-        return self.dataset.__getitems__([self.start + i for i in indices])
-
-
-def _predict_rows(
-    model: torch.nn.Module,
-    rows: _Rows,
-    collate: Any,
-    batch_size: int | None,
-    max_tokens: int | None,
-    device: torch.device,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The most probable label of each row and its probability, predicted in batches of
-    similar length (a full sort by length, as evaluation uses)."""
-    from textbatch.training.loop import predict_proba
-
-    best = np.zeros(len(rows), dtype=np.int64)
-    probability = np.zeros(len(rows), dtype=np.float32)
-    if len(rows) == 0:
-        return best, probability
-    loader = make_loader(
-        rows, collate, batch_size=batch_size, max_tokens=max_tokens, shuffle=False, device=device
-    )
-    batches = loader.batch_sampler.batches()
-    for indices, probs in zip(batches, predict_proba(model, loader, device), strict=True):
-        probs = probs.numpy()
-        labels = probs.argmax(1)
-        best[indices] = labels
-        probability[indices] = probs[np.arange(len(labels)), labels]
-    return best, probability
-
-
-def _prediction_rows(
-    start: int,
-    failed: np.ndarray,
-    names: list[str],
-    best: np.ndarray,
-    probability: np.ndarray,
-    reasons: list[str],
-) -> list[tuple[Any, ...]]:
-    """Output rows (``PREDICTION_COLUMNS``) for input rows ``start`` on: a prediction for each
-    row that is not ``failed``, the next of ``reasons`` (with no label) for each that is."""
-    predictions = iter(zip(best.tolist(), probability.tolist(), strict=True))
-    why = iter(reasons)
-    rows: list[tuple[Any, ...]] = []
-    for row, no_text in enumerate(failed.tolist(), start):
-        if no_text:
-            rows.append((row, None, None, next(why)))
-        else:
-            label, p = next(predictions)
-            rows.append((row, names[label], round(p, 6), None))
-    return rows
-
-
-def _write_rows(f: Any, suffix: str, rows: list[tuple[Any, ...]]) -> None:
-    """Rows as CSV (None as an empty cell) or JSON Lines (None as null)."""
-    if suffix == ".csv":
-        csv.writer(f).writerows(rows)
-    else:
-        f.write(
-            "".join(json.dumps(dict(zip(PREDICTION_COLUMNS, r, strict=True))) + "\n" for r in rows)
-        )
 
 
 def run_demo(
@@ -587,11 +376,15 @@ def run_demo(
     return results
 
 
+BENCH_OUTPUTS = ("results.json", "results.csv", "lengths.png", "waste.png", "throughput.png")
+
+
 def run_bench(
     out: str | os.PathLike,
     data: str | os.PathLike | None = None,
     *,
     text: str = "text",
+    text_pair: str | None = None,
     label: str = "label",
     tokenizer: str | os.PathLike | None = None,
     max_length: int = 512,
@@ -601,10 +394,12 @@ def run_bench(
     seed: int = 0,
     encoding: str = "utf-8",
     encoding_errors: str = "strict",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Tokenise the data once, compare every strategy on its lengths, time the collators (and,
     with ``train_steps``, training), and write ``results.json``, ``results.csv`` and PNG plots
-    (when matplotlib is installed) under ``out``. Returns the results."""
+    (when matplotlib is installed) under ``out``. Results of an earlier run in ``out`` are
+    replaced only with ``overwrite``. Returns the results."""
     from textbatch.batching.stats import length_summary
     from textbatch.bench.compare import (
         SCHEMA_VERSION,
@@ -616,11 +411,18 @@ def run_bench(
     from textbatch.data.prepare import load_dataset_and_tokenizer
 
     out = Path(out)
+    earlier = [name for name in BENCH_OUTPUTS if (out / name).exists()]
+    if earlier and not overwrite:
+        raise TextBatchError(
+            f"--out {str(out)!r} holds the results of an earlier bench ({', '.join(earlier)}); "
+            "pass --overwrite to replace them, or give another --out directory."
+        )
     max_tokens = max_tokens or 128 * batch_size
     dataset, tok = load_dataset_and_tokenizer(
         data,
         tokenizer,
         text=text,
+        text_pair=text_pair,
         label=label,
         max_length=max_length,
         encoding=encoding,
@@ -677,6 +479,8 @@ def data_stats(
     max_length: int = 512,
     batch_size: int = 32,
     seed: int = 0,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
 ) -> dict[str, Any]:
     """Token lengths of the data (untruncated), how many ``max_length`` would cut, and what
     batching to use on it (``textbatch.bench.compare.recommend``).
@@ -696,7 +500,14 @@ def data_stats(
         raise TextBatchError(f"max_length={max_length!r} must be a positive number of tokens.")
     cap = max(STATS_CAP_FACTOR * max_length, STATS_CAP_MIN)
     dataset, tok = load_dataset_and_tokenizer(
-        data, tokenizer, text=text, text_pair=text_pair, label=None, max_length=cap + 1
+        data,
+        tokenizer,
+        text=text,
+        text_pair=text_pair,
+        label=None,
+        max_length=cap + 1,
+        encoding=encoding,
+        encoding_errors=encoding_errors,
     )
     max_length = resolve_max_length(tok, max_length, pair=text_pair is not None)
     lengths = dataset.lengths  # min(tokens, cap + 1)

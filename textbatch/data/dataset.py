@@ -14,6 +14,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -478,6 +479,35 @@ def load_file(
     )[0]
 
 
+def arrow_copy(
+    path: str | os.PathLike,
+    cache_root: Path | None = None,
+    *,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
+) -> ArrowCopy:
+    """The cached Arrow copy of a data file, as :func:`load_file` makes and checks it, without
+    memory-mapping it: for a reader that goes through the rows once, record batch by record
+    batch, and should not keep the pages it read resident (``textbatch predict``)."""
+    return _read_file(
+        Path(path), cache_root, encoding=encoding, encoding_errors=encoding_errors, as_copy=True
+    )[0]
+
+
+@dataclass(frozen=True)
+class ArrowCopy:
+    """The Arrow IPC stream files that hold a data file's rows, in order, and their
+    ``datasets`` features and row count."""
+
+    files: list[Path]
+    features: Any
+    num_rows: int
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.features)
+
+
 def _read_file(
     path: Path,
     cache_root: Path | None,
@@ -485,8 +515,10 @@ def _read_file(
     streaming: bool = False,
     encoding: str = "utf-8",
     encoding_errors: str = "strict",
+    as_copy: bool = False,
 ) -> tuple[Any, str | None]:
-    """:func:`load_file`, and the hash of the bytes it read (None when streaming)."""
+    """:func:`load_file` (or with ``as_copy``, :func:`arrow_copy`), and the hash of the bytes
+    it read (None when streaming)."""
     import datasets
 
     builder, options = file_format(path)
@@ -516,7 +548,7 @@ def _read_file(
         source = path
         if builder != "parquet":  # parquet stores UTF-8 by definition
             source = utf8_source(path, folder, encoding, encoding_errors)
-        dataset = _load_checked(builder, source, folder, options)
+        dataset = _load_checked(builder, source, folder, options, as_copy=as_copy)
         if _file_state(path) != before:  # the cache may hold other bytes than the digest's
             shutil.rmtree(folder, ignore_errors=True)
             raise TextBatchError(
@@ -566,9 +598,12 @@ def _file_state(path: Path) -> tuple[int, ...]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
-def _load_checked(builder: str, path: Path, folder: Path, options: dict[str, Any]) -> Any:
+def _load_checked(
+    builder: str, path: Path, folder: Path, options: dict[str, Any], as_copy: bool = False
+) -> Any:
     """``datasets.load_dataset`` with its Arrow copy under ``folder``: Arrow files that do not
-    match their checksums are built again (with a warning); new ones get checksums."""
+    match their checksums are built again (with a warning); new ones get checksums. With
+    ``as_copy``, an :class:`ArrowCopy` of those files instead of the loaded dataset."""
     import datasets
 
     loader = datasets.load_dataset_builder(
@@ -592,7 +627,24 @@ def _load_checked(builder: str, path: Path, folder: Path, options: dict[str, Any
     if fresh:
         for arrow_file in prepared.glob("*.arrow"):
             write_checksum(arrow_file)
+    if as_copy:
+        split = loader.info.splits["train"]
+        files = [prepared / Path(name).name for name in _split_files(loader, split)]
+        return ArrowCopy(files, loader.info.features, int(split.num_examples))
     return loader.as_dataset(split="train")
+
+
+def _split_files(loader: Any, split: Any) -> list[str]:
+    """The Arrow files of a prepared split, in row order (one file, or numbered shards)."""
+    from datasets.naming import filenames_for_dataset_split
+
+    return filenames_for_dataset_split(
+        loader.cache_dir,
+        loader.dataset_name,
+        split.name,
+        filetype_suffix="arrow",
+        shard_lengths=split.shard_lengths,
+    )
 
 
 def file_format(path: Path) -> tuple[str, dict[str, Any]]:

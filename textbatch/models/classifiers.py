@@ -275,7 +275,8 @@ class BackboneClassifier(nn.Module):
 
     Build one with :meth:`from_pretrained`. ``pooling="cls"`` takes the first real token (also
     with left padding); ``"mean"`` averages real tokens. Positions are counted over real tokens,
-    so padding on either side gives the same logits.
+    so padding on either side gives the same logits. ``max_length`` (tokens) records what the
+    training data was truncated to, so that ``textbatch predict`` truncates the same way.
     """
 
     def __init__(
@@ -285,6 +286,7 @@ class BackboneClassifier(nn.Module):
         pooling: str = "cls",
         dropout: float = 0.1,
         label_names: list[str] | None = None,
+        max_length: int | None = None,
     ) -> None:
         super().__init__()
         if pooling not in ("cls", "mean"):
@@ -298,6 +300,7 @@ class BackboneClassifier(nn.Module):
             "pooling": pooling,
             "dropout": dropout,
             "label_names": label_names,
+            "max_length": max_length,  # tokens the training data was truncated to (predict's)
         }
         hidden = backbone.config.hidden_size
         self.dropout = nn.Dropout(dropout)
@@ -320,6 +323,7 @@ class BackboneClassifier(nn.Module):
         pooling: str = "cls",
         dropout: float = 0.1,
         label_names: list[str] | None = None,
+        max_length: int | None = None,
     ) -> BackboneClassifier:
         """A head on the encoder at ``path`` (a local Hugging Face model directory), or a whole
         classifier saved by :meth:`save_pretrained`. Nothing is downloaded, and no remote code
@@ -334,7 +338,7 @@ class BackboneClassifier(nn.Module):
             num_labels = len(label_names) if label_names else None
         if num_labels is None:
             raise TextBatchError("give num_labels (or label_names) for a new classification head.")
-        return cls(_load_backbone(path), num_labels, pooling, dropout, label_names)
+        return cls(_load_backbone(path), num_labels, pooling, dropout, label_names, max_length)
 
     def head_module(self) -> nn.Module:
         """The layers textbatch adds to the backbone (saved apart from it)."""
