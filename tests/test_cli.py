@@ -312,3 +312,25 @@ def test_train_outputs_respect_the_umask(files, tmp_path, capsys, umask):
     for name, mode in modes.items():
         expected = (0o777 if (out / name).is_dir() else 0o666) & ~umask
         assert mode == expected, (name, oct(mode), oct(expected))
+
+
+def test_the_readme_synopsis_names_every_flag_of_every_command():
+    import argparse
+    import re
+    from pathlib import Path
+
+    from textbatch.cli.main import build_parser
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    synopsis = readme.split("### Command line", 1)[1].split("```text\n", 1)[1].split("```", 1)[0]
+    blocks = re.split(r"^textbatch (\w+)", synopsis, flags=re.M)[1:]
+    listed = {
+        command: set(re.findall(r"--[\w-]+", text))
+        for command, text in zip(blocks[::2], blocks[1::2], strict=True)
+    }
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(listed) == set(commands.choices)
+    for name, sub in commands.choices.items():
+        flags = {f for a in sub._actions for f in a.option_strings if f.startswith("--")}
+        assert flags - {"--help"} == listed[name], name
