@@ -10,7 +10,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "textbatch"
 # Lowest first. Top-level modules other than __init__/__main__ are the shared base.
-LAYERS = ["base", "data", "batching", "models", "training", "bench", "cli"]
+LAYERS = ["base", "data", "batching", "models", "training", "hf", "bench", "cli"]
 
 
 def layer_of(module: str) -> str:

@@ -29,9 +29,22 @@ from textbatch.errors import TextBatchError, TextBatchWarning
 from textbatch.models import BackboneClassifier, TextClassifier, load_model
 from textbatch.training import evaluate, fit
 
+# textbatch.hf (Trainer integration) on first use: importing textbatch never imports Trainer.
+_HF_NAMES = ("BucketTrainer", "bucket_sampler_for")
+
+
+def __getattr__(name: str):
+    if name in _HF_NAMES:
+        from textbatch import hf
+
+        return getattr(hf, name)
+    raise AttributeError(f"module 'textbatch' has no attribute {name!r}")
+
+
 __all__ = [
     "BackboneClassifier",
     "BucketBatchSampler",
+    "BucketTrainer",
     "BucketedStream",
     "PackingCollator",
     "PaddingCollator",
@@ -44,6 +57,7 @@ __all__ = [
     "TokenDropout",
     "__version__",
     "balanced_weights",
+    "bucket_sampler_for",
     "corpus_dataset",
     "evaluate",
     "fit",
