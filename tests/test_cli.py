@@ -334,3 +334,16 @@ def test_the_readme_synopsis_names_every_flag_of_every_command():
     for name, sub in commands.choices.items():
         flags = {f for a in sub._actions for f in a.option_strings if f.startswith("--")}
         assert flags - {"--help"} == listed[name], name
+
+
+def test_the_same_train_command_gives_the_same_tokenizer_and_metrics(files, tmp_path, capsys):
+    """No --tokenizer: the WordPiece tokenizer trained on the data is the same every run."""
+    outputs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        args = ["train", "--data", files[0], "--out", out, "--epochs", 1, "--no-progress"]
+        assert run(capsys, *args)[0] == 0
+        outputs.append(
+            ((out / "tokenizer" / "tokenizer.json").read_text(), (out / "metrics.json").read_text())
+        )
+    assert outputs[0] == outputs[1]

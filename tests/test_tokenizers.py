@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from textbatch import TextBatchError, load_tokenizer, train_tokenizer
@@ -122,3 +124,32 @@ def test_wordpiece_tokenizer_from_a_vocabulary_is_fully_determined():
     assert first.convert_ids_to_tokens(encoded) == [
         "[CLS]", "the", "match", "##s", "ended", "in", "a", "draw", ".", "[SEP]",
     ]  # fmt: skip
+
+
+TRAIN_IN_A_PROCESS = """
+import hashlib, json, sys
+from textbatch import make_corpus, train_tokenizer
+texts = [r["text"] for r in make_corpus(3000, seed=4)] + ["Ünïcödé wörds, naïve café", "日本語"]
+tok = train_tokenizer(texts, vocab_size=int(sys.argv[1]))
+print(hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest())
+"""
+
+
+@pytest.mark.parametrize("vocab_size", [600, 8000])  # the vocabulary full, and not
+def test_training_gives_the_same_tokenizer_in_every_process(vocab_size):
+    """The tokenizers trainer alone numbers pieces in hash-map order (a new one per process),
+    so that two runs of the same command trained different tokenizers."""
+    import subprocess
+    import sys
+
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", TRAIN_IN_A_PROCESS, str(vocab_size)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+        ).stdout.strip()
+        for seed in (1, 2)
+    }
+    assert len(digests) == 1, digests

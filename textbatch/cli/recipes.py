@@ -58,6 +58,10 @@ def _save_tokenizer(tok: Any, out: Path, replace: bool = False) -> None:
         return
     for leftover in out.glob(".tokenizer.*"):  # of a killed write
         shutil.rmtree(leftover, ignore_errors=True)
+    # The truncation a last call left in the Rust tokenizer is not part of it (every call sets
+    # its own): saved without it, the same tokenizer gives the same files, tokenised or not.
+    tok.backend_tokenizer.no_truncation()
+    tok.backend_tokenizer.no_padding()
     atomic_folder(final, tok.save_pretrained)
 
 

@@ -140,10 +140,11 @@ def train_tokenizer(
     A text longer than ``TRAIN_TEXT_CHARS`` (100,000) characters is learnt from its start, cut
     at a space, so that one huge line costs no more than that.
 
-    Two trainings on the same texts can differ slightly: the ``tokenizers`` trainer breaks ties
-    between equally frequent merges in hash-map order (huggingface/tokenizers#1794). Save the
-    tokenizer and load it again wherever runs must match, or build a fully determined one
-    with :func:`wordpiece_tokenizer`.
+    The same texts and options always give the same tokenizer, in any process. (The
+    ``tokenizers`` trainer alone does not: it numbers the ``##`` word pieces of the alphabet in
+    hash-map order, and that numbering breaks ties between equally frequent merges,
+    huggingface/tokenizers#1794. Here every character's ``##`` piece is numbered up front, in
+    code-point order, and the vocabulary is rebuilt from the trained one.)
     """
     from tokenizers import models
     from tokenizers.trainers import WordPieceTrainer
@@ -157,17 +158,28 @@ def train_tokenizer(
         raise TextBatchError("texts is one string; pass a list (or iterable) of texts.")
 
     backend = _bert_style(models.WordPiece(unk_token=SPECIAL_TOKENS["unk_token"]), lowercase)
+    counted = _CountingIterator(texts)
+    kept = list(counted)
+    if counted.count == 0:
+        raise TextBatchError("train_tokenizer got no texts; pass at least one non-empty text.")
+    # Every character as it looks after normalisation, in code-point order: its ## piece gets
+    # its id before training, so that no id (nor any tie between merges) depends on hash order.
+    alphabet = sorted(set(backend.normalizer.normalize_str("".join(set("".join(kept))))))
+    pieces = [f"##{c}" for c in alphabet if not c.isspace()]
     trainer = WordPieceTrainer(
         vocab_size=vocab_size,
         min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS.values()),
+        special_tokens=[*SPECIAL_TOKENS.values(), *pieces],
         show_progress=False,
     )
-    counted = _CountingIterator(texts)
-    backend.train_from_iterator(counted, trainer=trainer)
-    if counted.count == 0:
-        raise TextBatchError("train_tokenizer got no texts; pass at least one non-empty text.")
-    return _finish_bert_style(backend, model_max_length)
+    backend.train_from_iterator(kept, trainer=trainer)
+    trained = backend.get_vocab()
+    # The pieces were "special" only to be numbered first: rebuilt as plain vocabulary.
+    return wordpiece_tokenizer(
+        sorted(trained, key=trained.__getitem__),
+        lowercase=lowercase,
+        model_max_length=model_max_length,
+    )
 
 
 def wordpiece_tokenizer(
