@@ -31,12 +31,16 @@ def test_train_then_predict(files, tmp_path, capsys):
         capsys, "train", "--data", files[0], "--out", out_dir, "--epochs", 2, "--no-progress"
     )
     assert code == 0, err
-    assert "final evaluation: accuracy" in out
+    assert "best evaluation (epoch " in out and "kept as model/" in out
     for name in ("model", "tokenizer", "labels.json", "history.json", "metrics.json"):
         assert (out_dir / name).exists(), name
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert set(metrics) == {"accuracy", "macro_f1", "loss"} and metrics["accuracy"] > 0.3
-    assert len(json.loads((out_dir / "history.json").read_text())) == 2
+    assert set(metrics) == {"accuracy", "macro_f1", "loss", "epoch", "epochs"}
+    history = json.loads((out_dir / "history.json").read_text())
+    assert len(history) == 2 and metrics["epochs"] == 2 and metrics["accuracy"] > 0.3
+    best = max(range(2), key=lambda i: (history[i]["eval_macro_f1"], -i))
+    assert metrics["epoch"] == best + 1
+    assert metrics["macro_f1"] == history[best]["eval_macro_f1"]
     labels = json.loads((out_dir / "labels.json").read_text())
 
     predictions = tmp_path / "predictions.jsonl"
@@ -167,7 +171,7 @@ def test_torchrun_two_processes(files, tmp_path):
     ]  # fmt: skip
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=500)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("final evaluation") == 1  # only rank 0 prints
+    assert result.stdout.count("best evaluation") == 1  # only rank 0 prints
     assert json.loads((out_dir / "metrics.json").read_text())["accuracy"] > 0.2
 
 
@@ -347,3 +351,48 @@ def test_the_same_train_command_gives_the_same_tokenizer_and_metrics(files, tmp_
             ((out / "tokenizer" / "tokenizer.json").read_text(), (out / "metrics.json").read_text())
         )
     assert outputs[0] == outputs[1]
+
+
+def test_model_is_the_best_epoch_and_keep_last_writes_the_last(
+    files, tmp_path, capsys, monkeypatch
+):
+    """model/ holds the weights of the epoch with the best evaluation macro-F1, not the last."""
+    import torch
+
+    import textbatch.cli.recipes as recipes
+
+    scores = iter([0.5, 0.9, 0.7])  # the second epoch is the best
+    evaluate = recipes.fit.__globals__["evaluate"]
+
+    def scripted(*args, **kwargs):
+        metrics = evaluate(*args, **kwargs)
+        return {**metrics, "macro_f1": next(scores)}
+
+    monkeypatch.setitem(recipes.fit.__globals__, "evaluate", scripted)
+    weights = []
+    keep_best = recipes._keep_best
+
+    def recording(out):
+        keep = keep_best(out)
+
+        def wrapped(history, model):
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+            keep(history, model)
+
+        return wrapped
+
+    monkeypatch.setattr(recipes, "_keep_best", recording)
+    out = tmp_path / "run"
+    args = ["train", "--data", files[0], "--out", out, "--epochs", 3, "--keep-last"]
+    code, printed, err = run(capsys, *args, "--no-progress")
+    assert code == 0, err
+    assert "best evaluation (epoch 2 of 3" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epoch"] == 2 and metrics["macro_f1"] == 0.9
+    from safetensors.torch import load_file
+
+    best = load_file(out / "model" / "model.safetensors")
+    last = load_file(out / "model-last" / "model.safetensors")
+    assert all(torch.equal(best[k], weights[1][k]) for k in best)
+    assert all(torch.equal(last[k], weights[2][k]) for k in last)
+    assert not all(torch.equal(best[k], last[k]) for k in best)

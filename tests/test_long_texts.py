@@ -352,13 +352,13 @@ def test_a_megabyte_line_is_cut_before_it_is_tokenised(tokenizer, corpus_records
     huge = _long_text(1_000_000)
     records = [{"text": huge, "label": "x"}, *corpus_records[:20]]
     seen = []
-    encode_plus = tokenizer._encode_plus
+    encode = truncation._encode  # every call of the tokenizer goes through it
 
-    def spy(text, text_pair=None, **options):
-        seen.append(max(len(t) for t in ([text] if isinstance(text, str) else text)))
-        return encode_plus(text, text_pair, **options)
+    def spy(tok, rows, **options):
+        seen.append(max(len(t) for texts in rows for t in texts))
+        return encode(tok, rows, **options)
 
-    monkeypatch.setattr(tokenizer, "_encode_plus", spy)
+    monkeypatch.setattr(truncation, "_encode", spy)
     dataset = TextDataset.from_records(records, tokenizer, max_length=64)
     assert seen and max(seen) < 10_000  # no text near the megabyte reached the tokenizer
     monkeypatch.undo()
@@ -408,7 +408,7 @@ def long_line_csv(tmp_path, corpus_records):
 
 
 def test_stats_counts_up_to_a_cap(long_line_csv, tokenizer, corpus_records, tmp_path):
-    from textbatch.cli.recipes import STATS_CAP_FACTOR, data_stats
+    from textbatch.cli.bench import STATS_CAP_FACTOR, data_stats
 
     tokenizer.save_pretrained(tmp_path / "tok")
     report = data_stats(long_line_csv, tokenizer=tmp_path / "tok", max_length=300)
@@ -424,7 +424,7 @@ def test_stats_counts_up_to_a_cap(long_line_csv, tokenizer, corpus_records, tmp_
 
 def test_stats_output_says_more_than_the_cap(long_line_csv, tokenizer, tmp_path, capsys):
     from textbatch.cli.main import main
-    from textbatch.cli.recipes import STATS_CAP_MIN
+    from textbatch.cli.bench import STATS_CAP_MIN
 
     tokenizer.save_pretrained(tmp_path / "tok")
     argv = ["stats", "--data", long_line_csv, "--tokenizer", tmp_path / "tok"]

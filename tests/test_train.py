@@ -301,3 +301,33 @@ def test_stop_after_steps_counts_a_streams_last_short_step(tokenizer, corpus_rec
     )  # fmt: skip
     assert history == []  # stopped at the epoch's last step, before the epoch was recorded
     assert find_checkpoint(tmp_path / "checkpoints").name == f"step-{-(-batches // 2):08d}"
+
+
+def test_default_learning_rates_suit_the_model(tokenizer, tiny_bert_dir):
+    from textbatch.training.defaults import BACKBONE_HEAD_LR, BACKBONE_LR, SCRATCH_LR
+    from textbatch.training.loop import _parameter_groups, default_learning_rates
+
+    backbone = BackboneClassifier.from_pretrained(tiny_bert_dir, num_labels=3)
+    assert default_learning_rates(backbone) == (BACKBONE_LR, BACKBONE_HEAD_LR)
+    assert default_learning_rates(small_model(tokenizer)) == (SCRATCH_LR, None)
+    groups = _parameter_groups(backbone, 0.01, lr=1e-4, head_lr=2e-3)
+    head = {id(p) for p in backbone.head.parameters()}
+    for group in groups:
+        in_head = {id(p) in head for p in group["params"]}
+        assert len(in_head) == 1  # a group is all head or all encoder
+        assert group["lr"] == (2e-3 if in_head.pop() else 1e-4)
+    counted = sum(p.numel() for g in groups for p in g["params"])
+    assert counted == sum(p.numel() for p in backbone.parameters())  # every parameter once
+    # without head_lr, the head learns at lr like everything else
+    assert {g["lr"] for g in _parameter_groups(backbone, 0.01, lr=1e-4, head_lr=None)} == {1e-4}
+
+
+def test_fit_without_lr_takes_the_models_rates(tokenizer, data, tiny_bert_dir, tmp_path):
+    torch.manual_seed(0)
+    model = BackboneClassifier.from_pretrained(tiny_bert_dir, num_labels=8)
+    fit(model, *loaders(data), epochs=1, out_dir=tmp_path, stop_after_steps=1, progress=False)
+    state = find_checkpoint(tmp_path / "checkpoints")
+    options = json.loads((state / "trainer_state.json").read_text())["identity"]["options"]
+    assert (options["lr"], options["head_lr"]) == (1e-4, 2e-3)
+    with pytest.raises(TextBatchError, match="head_lr=0"):
+        fit(model, *loaders(data), head_lr=0)

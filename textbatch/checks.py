@@ -28,3 +28,17 @@ def non_negative_int(name: str, value: Any) -> int:
     if not _is_int(value) or value < 0:
         raise TextBatchError(f"{name}={value!r} must be a non-negative int.")
     return int(value)
+
+
+def positive_float(name: str, value: Any, allow_none: bool = True) -> float | None:
+    """``value`` as a finite float > 0 (a learning rate; None when allowed), else a
+    ``TextBatchError`` naming it."""
+    import math
+
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+        raise TextBatchError(f"{name}={value!r} must be a number above 0.")
+    if not math.isfinite(value) or value <= 0:
+        raise TextBatchError(f"{name}={value!r} must be a finite number above 0.")
+    return float(value)

@@ -1,4 +1,4 @@
-"""The ``textbatch`` command line: the parser and the end-to-end jobs (recipes) behind it."""
+"""The ``textbatch`` command line: the parser and the end-to-end jobs behind it."""
 
 from textbatch.cli.main import main
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from textbatch.data.encoding import ENCODING_ERRORS
+from textbatch.training.defaults import BACKBONE_BATCH_SIZE, BACKBONE_MAX_TOKENS
 
 SMALL_MODELS = ("small", "transformer")
 
@@ -147,19 +148,46 @@ class TrainConfig:
         help="how examples are batched (default bucket)",
     )
     batch_size: int | None = option(
-        None, parse=positive, help="examples per batch (default 32)", group="size"
+        None,
+        parse=positive,
+        help="examples per batch (default 32; a pretrained model: at most 16, within 4096 tokens)",
+        group="size",
     )
     max_tokens: int | None = option(
-        None, parse=positive, help="token budget per batch, padding included", group="size"
+        None,
+        parse=positive,
+        help="token budget per batch, padding included (a pretrained model: 4096 by default)",
+        group="size",
     )
-    epochs: int = option(3, parse=positive, help="epochs (default 3)")
+    epochs: int | None = option(
+        None,
+        parse=positive,
+        help="epochs (default 3; a pretrained model: 3, or more up to 20 so that the run takes "
+        "at least 300 optimizer steps)",
+    )
     lr: float | None = option(
         None,
         parse=positive_float,
-        help="peak learning rate (default 5e-2 small, 3e-3 transformer, 5e-5 pretrained)",
+        help="peak learning rate (default 5e-2 small, 3e-3 transformer; a pretrained encoder 1e-4)",
+    )
+    head_lr: float | None = option(
+        None,
+        parse=positive_float,
+        help="peak learning rate of a pretrained model's new head (default 2e-3, or --lr when "
+        "given)",
+    )
+    warmup: float | None = option(
+        None,
+        parse=fraction,
+        help="share of the steps that warm the learning rate up (default 0.06; a pretrained "
+        "model 0.1)",
     )
     max_length: int | None = option(
-        None, parse=positive, help="truncate examples to this many tokens"
+        None,
+        parse=positive,
+        help="truncate examples to this many tokens (default: the tokenizer's limit; a "
+        "pretrained model: the data's 99th percentile rounded up to 32, within the model's "
+        "limit)",
     )
     dim: int = option(128, parse=positive, help="width of the small models (default 128)")
     pooling: str = option("cls", choices=("cls", "mean"), help="pretrained model pooling")
@@ -174,6 +202,12 @@ class TrainConfig:
         None,
         parse=positive,
         help="tokens per packed row (default: --max-length, or the tokenizer's)",
+    )
+    keep_last: bool = option(
+        False,
+        help="also write the last epoch's model as model-last/ (model/ is the epoch with the "
+        "best evaluation macro-F1)",
+        decides_run=False,
     )
     resume: bool = option(
         False, help="continue from the last checkpoint in --out", decides_run=False
@@ -209,6 +243,13 @@ class TrainConfig:
     progress: bool = option(True, flag="--no-progress", help="no progress bars", decides_run=False)
 
     def __post_init__(self) -> None:
+        if self.backbone and not self.packing:
+            # Memory bounded by the budget, and enough steps per epoch on short texts.
+            given = self.batch_size is not None or self.max_tokens is not None
+            if self.max_tokens is None:
+                self.max_tokens = BACKBONE_MAX_TOKENS
+            if not given:
+                self.batch_size = BACKBONE_BATCH_SIZE
         if self.batch_size is None and self.max_tokens is None:
             self.batch_size = 32
 

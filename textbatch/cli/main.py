@@ -67,7 +67,7 @@ def _add_reading_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
-    from textbatch.cli.recipes import data_stats
+    from textbatch.cli.bench import data_stats
 
     report = data_stats(
         args.data,
@@ -119,7 +119,7 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from textbatch.cli.recipes import run_bench
+    from textbatch.cli.bench import run_bench
 
     report = run_bench(
         args.out,
@@ -177,7 +177,7 @@ def _fmt_length(lengths: dict[str, Any], key: str) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from textbatch.cli.recipes import run_demo
+    from textbatch.cli.demo import run_demo
 
     results = run_demo(
         size=args.size,

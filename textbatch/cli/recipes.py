@@ -1,16 +1,12 @@
-"""The end-to-end jobs behind the command line: train, predict and the demo.
+"""``textbatch train``: a ``TrainConfig`` turned into components (tokenizer, datasets,
+sampler, collator, model) and run; the command line only parses arguments and prints.
 
-Each turns plain arguments into components (tokenizer, datasets, sampler, collator, model) and
-runs them; the command line only parses arguments and prints.
+The other commands' jobs live beside it: predict.py, demo.py, bench.py (bench and stats).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +17,19 @@ from textbatch.batching.collate import PackingCollator, PaddingCollator
 from textbatch.batching.loaders import make_loader
 from textbatch.cli.config import TrainConfig
 from textbatch.data.dataset import TextDataset, load_file, resolve_max_length
-from textbatch.data.prepare import corpus_train_eval, texts_of
+from textbatch.data.prepare import texts_of
 from textbatch.data.tokenizers import load_tokenizer, train_tokenizer
 from textbatch.distributed import barrier, init_distributed, is_main_process
 from textbatch.errors import TextBatchError
-from textbatch.files import atomic_folder, write_json, write_text
+from textbatch.files import atomic_folder, write_json
 from textbatch.models.classifiers import BackboneClassifier, TextClassifier
 from textbatch.training.checkpoint import checkpoint_folders
+from textbatch.training.defaults import BACKBONE_WARMUP, default_epochs, suggest_max_length
 from textbatch.training.loop import fit, resolve_device
 
 SMALL_MODELS = {"small": "mean", "transformer": "transformer"}  # --model -> encoder
 # Peak learning rates that suit each kind of model on the embedded corpus.
-DEFAULT_LR = {"small": 5e-2, "transformer": 3e-3, "pretrained": 5e-5}
+DEFAULT_LR = {"small": 5e-2, "transformer": 3e-3}
 
 
 def _eval_split(
@@ -101,20 +98,31 @@ def train_classifier(config: TrainConfig) -> dict[str, float]:
 def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> dict[str, float]:
     """:func:`train_classifier` once the output directory is checked."""
     tok = _run_tokenizer(config, out, main)
-    train, evaluation = _run_datasets(config, tok, main)
+    max_length = _run_max_length(config, tok, main)
+    train, evaluation = _run_datasets(config, tok, main, max_length)
     names = train.label_names
     if main:  # what predict needs besides the weights, before the first checkpoint
         _save_tokenizer(tok, out, replace=not config.resume)
         write_json(out / "labels.json", names)
     torch.manual_seed(config.seed)
-    classifier = _run_classifier(config, tok, names)
+    classifier = _run_classifier(config, tok, names, max_length)
     train_loader, eval_loader = _run_loaders(config, train, evaluation, tok, classifier, device)
+    epochs = config.epochs
+    if epochs is None:  # enough steps for small data, for a pretrained model
+        steps = len(train_loader) // config.grad_accum
+        epochs = default_epochs(steps) if config.backbone else 3
+    lr, head_lr = config.lr, config.head_lr
+    if lr is None and not config.backbone:
+        lr = DEFAULT_LR[config.model]
+    warmup = config.warmup if config.warmup is not None else _default_warmup(config)
     history = fit(
         classifier,
         train_loader,
         eval_loader,
-        epochs=config.epochs,
-        lr=config.lr if config.lr is not None else DEFAULT_LR[_model_kind(config)],
+        epochs=epochs,
+        lr=lr,  # None: fit's rates for a pretrained encoder and its new head
+        head_lr=head_lr,
+        warmup=warmup,
         grad_accum=config.grad_accum,
         device=device,
         out_dir=out,
@@ -123,21 +131,86 @@ def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> 
         seed=config.seed,
         progress=config.progress,
         config=config.identity(),
+        on_epoch_end=_keep_best(out),
     )
-    final = history[-1]
-    metrics = {k[len("eval_") :]: final[k] for k in ("eval_accuracy", "eval_macro_f1", "eval_loss")}
+    best = best_epoch(history)
+    metrics = {
+        **{k[len("eval_") :]: best[k] for k in ("eval_accuracy", "eval_macro_f1", "eval_loss")},
+        "epoch": best["epoch"],
+        "epochs": len(history),
+    }
     if main:
-        classifier.save_pretrained(out / "model")
+        if config.keep_last:
+            atomic_folder(out / "model-last", classifier.save_pretrained)
         write_json(out / "metrics.json", metrics)
         print(
-            f"final evaluation: accuracy {metrics['accuracy']:.4f}, macro-F1 "
-            f"{metrics['macro_f1']:.4f}, loss {metrics['loss']:.4f}; wrote {out}"
+            f"best evaluation (epoch {metrics['epoch']} of {len(history)}, kept as model/): "
+            f"accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, loss "
+            f"{metrics['loss']:.4f}; wrote {out}"
         )
     return metrics
 
 
-def _model_kind(config: TrainConfig) -> str:
-    return "pretrained" if config.backbone else config.model
+def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """The record of the epoch with the best evaluation macro-F1 (the first of equals)."""
+    return max(reversed(history), key=lambda record: record["eval_macro_f1"])
+
+
+def _keep_best(out: Path) -> Any:
+    """``fit``'s ``on_epoch_end``: write the model as ``out/model`` whenever an epoch beats the
+    evaluation macro-F1 of every earlier one (the history survives a resume, so the best
+    does too)."""
+
+    def keep(history: list[dict[str, Any]], model: torch.nn.Module) -> None:
+        if best_epoch(history) is history[-1] or not (out / "model").is_dir():
+            atomic_folder(out / "model", model.save_pretrained)
+
+    return keep
+
+
+def _default_warmup(config: TrainConfig) -> float:
+    return BACKBONE_WARMUP if config.backbone else 0.06
+
+
+def _run_max_length(config: TrainConfig, tok: Any, main: bool) -> int:
+    """The truncation length: ``--max-length``, the tokenizer's limit for a small model, or for
+    a pretrained model what :func:`suggest_max_length` reads off the training data (tokenised
+    at the model's limit first; both are cached)."""
+    pair = config.text_pair is not None
+    cap = resolve_max_length(tok, config.max_length, pair=pair)
+    if config.max_length is not None or not config.backbone:
+        return cap
+    full = _from_file(config.data, tok, main, **_dataset_options(config), max_length=cap)
+    chosen = resolve_max_length(tok, suggest_max_length(full.lengths, cap), pair=pair)
+    if main:
+        p99 = float(np.percentile(full.lengths, 99))
+        print(
+            f"max_length {chosen} tokens: the training texts' 99th percentile ({p99:.0f}), "
+            f"rounded up, within the model's {cap}; --max-length sets it"
+        )
+    return chosen
+
+
+def _dataset_options(config: TrainConfig) -> dict[str, Any]:
+    return {
+        "text": config.text,
+        "text_pair": config.text_pair,
+        "label": config.label,
+        "drop_invalid": config.drop_invalid,
+        "encoding": config.encoding,
+        "encoding_errors": config.encoding_errors,
+    }
+
+
+def _from_file(path: str, tok: Any, main: bool, **options: Any) -> TextDataset:
+    """``TextDataset.from_file`` on every rank: rank 0 tokenises first, the others then read
+    its cache."""
+    if main:
+        dataset = TextDataset.from_file(path, tok, **options)
+    barrier()
+    if not main:
+        dataset = TextDataset.from_file(path, tok, **options)
+    return dataset
 
 
 def _check_model_and_out(config: TrainConfig, out: Path) -> None:
@@ -172,7 +245,15 @@ def _check_model_and_out(config: TrainConfig, out: Path) -> None:
             )
 
 
-TRAIN_OUTPUTS = ("model", "tokenizer", "checkpoints", "history.json", "metrics.json", "labels.json")
+TRAIN_OUTPUTS = (
+    "model",
+    "model-last",
+    "tokenizer",
+    "checkpoints",
+    "history.json",
+    "metrics.json",
+    "labels.json",
+)
 
 
 def _is_train_output(name: str) -> bool:
@@ -217,22 +298,12 @@ def _run_tokenizer(config: TrainConfig, out: Path, main: bool) -> Any:
     return load_tokenizer(out / "tokenizer")
 
 
-def _run_datasets(config: TrainConfig, tok: Any, main: bool) -> tuple[TextDataset, TextDataset]:
+def _run_datasets(
+    config: TrainConfig, tok: Any, main: bool, max_length: int
+) -> tuple[TextDataset, TextDataset]:
     """The training and evaluation sets (``--eval-data``, or a seeded split of ``--data``)."""
-    options = {
-        "text": config.text,
-        "text_pair": config.text_pair,
-        "label": config.label,
-        "max_length": config.max_length,
-        "drop_invalid": config.drop_invalid,
-        "encoding": config.encoding,
-        "encoding_errors": config.encoding_errors,
-    }
-    if main:  # rank 0 tokenises first; the others then read its cache
-        train = TextDataset.from_file(config.data, tok, **options)
-    barrier()
-    if not main:
-        train = TextDataset.from_file(config.data, tok, **options)
+    options = {**_dataset_options(config), "max_length": max_length}
+    train = _from_file(config.data, tok, main, **options)
     if not train.has_labels:
         raise TextBatchError(
             f"{str(config.data)!r} has no label column {config.label!r}; pass --label-column to "
@@ -247,8 +318,8 @@ def _run_datasets(config: TrainConfig, tok: Any, main: bool) -> tuple[TextDatase
     if config.eval_data is None:
         return _eval_split(train, config.eval_fraction, config.seed)
     try:
-        evaluation = TextDataset.from_file(
-            config.eval_data, tok, label_names=train.label_names, **options
+        evaluation = _from_file(
+            config.eval_data, tok, main, label_names=train.label_names, **options
         )
     except TextBatchError as error:
         if "is not in label_names" not in str(error):
@@ -260,8 +331,9 @@ def _run_datasets(config: TrainConfig, tok: Any, main: bool) -> tuple[TextDatase
     return train, evaluation
 
 
-def _run_classifier(config: TrainConfig, tok: Any, names: list[str]) -> torch.nn.Module:
-    max_length = resolve_max_length(tok, config.max_length, pair=config.text_pair is not None)
+def _run_classifier(
+    config: TrainConfig, tok: Any, names: list[str], max_length: int
+) -> torch.nn.Module:
     if config.backbone:
         return BackboneClassifier.from_pretrained(
             config.model,
@@ -326,208 +398,3 @@ def _run_loaders(
         packing_capacity=capacity,
     )
     return train_loader, eval_loader
-
-
-def run_demo(
-    size: int = 20_000,
-    epochs: int = 1,
-    batch_size: int = 32,
-    max_length: int = 128,
-    dim: int = 64,
-    seed: int = 0,
-    progress: bool = True,
-) -> list[dict[str, Any]]:
-    """The whole pipeline on the embedded corpus: train a tokenizer, build the datasets, and
-    train the same small Transformer classifier on random batches and on bucketed batches.
-    Returns one result per strategy (accuracy, macro-F1, seconds per epoch, padding)."""
-    started = time.perf_counter()
-    train, evaluation, tok = corpus_train_eval(size, seed, max_length)
-    print(
-        f"corpus: {size:,} examples, {train.num_labels} labels, median "
-        f"{int(np.median(train.lengths))} tokens, longest {int(train.lengths.max())} "
-        f"(max_length {max_length}); set up in {time.perf_counter() - started:.1f} s"
-    )
-    collate = PaddingCollator.from_tokenizer(tok)
-    eval_loader = make_loader(evaluation, collate, batch_size=2 * batch_size, shuffle=False)
-    results = []
-    for strategy in ("random", "bucket"):
-        torch.manual_seed(seed)
-        model = TextClassifier(
-            len(tok),
-            train.num_labels,
-            dim=dim,
-            encoder="transformer",
-            num_layers=1,
-            max_length=max_length,
-            pad_token_id=tok.pad_token_id,
-        )
-        loader = make_loader(train, collate, sampler=strategy, batch_size=batch_size, seed=seed)
-        print(f"training on {strategy} batches of {batch_size}:")
-        history = fit(
-            model, loader, eval_loader, epochs=epochs, lr=3e-3, seed=seed, progress=progress
-        )
-        last = history[-1]
-        results.append(
-            {
-                "strategy": strategy,
-                "accuracy": last["eval_accuracy"],
-                "macro_f1": last["eval_macro_f1"],
-                "seconds_per_epoch": sum(h["seconds"] for h in history) / len(history),
-                "padding": last["padding"],
-                "tokens_per_second": last["tokens_per_second"],
-            }
-        )
-    return results
-
-
-BENCH_OUTPUTS = ("results.json", "results.csv", "lengths.png", "waste.png", "throughput.png")
-
-
-def run_bench(
-    out: str | os.PathLike,
-    data: str | os.PathLike | None = None,
-    *,
-    text: str = "text",
-    text_pair: str | None = None,
-    label: str = "label",
-    tokenizer: str | os.PathLike | None = None,
-    max_length: int = 512,
-    batch_size: int = 32,
-    max_tokens: int | None = None,
-    train_steps: int | None = None,
-    seed: int = 0,
-    encoding: str = "utf-8",
-    encoding_errors: str = "strict",
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Tokenise the data once, compare every strategy on its lengths, time the collators (and,
-    with ``train_steps``, training), and write ``results.json``, ``results.csv`` and PNG plots
-    (when matplotlib is installed) under ``out``. Results of an earlier run in ``out`` are
-    replaced only with ``overwrite``. Returns the results."""
-    from textbatch.batching.stats import length_summary
-    from textbatch.bench.compare import (
-        SCHEMA_VERSION,
-        collate_speed,
-        compare_strategies,
-        machine,
-        train_throughput,
-    )
-    from textbatch.data.prepare import load_dataset_and_tokenizer
-
-    out = Path(out)
-    earlier = [name for name in BENCH_OUTPUTS if (out / name).exists()]
-    if earlier and not overwrite:
-        raise TextBatchError(
-            f"--out {str(out)!r} holds the results of an earlier bench ({', '.join(earlier)}); "
-            "pass --overwrite to replace them, or give another --out directory."
-        )
-    max_tokens = max_tokens or 128 * batch_size
-    dataset, tok = load_dataset_and_tokenizer(
-        data,
-        tokenizer,
-        text=text,
-        text_pair=text_pair,
-        label=label,
-        max_length=max_length,
-        encoding=encoding,
-        encoding_errors=encoding_errors,
-    )
-    lengths = dataset.lengths
-    results = compare_strategies(lengths, batch_size, max_tokens, max_length, seed)
-    if train_steps:
-        train_throughput(dataset, tok, results, train_steps, max_length, seed)
-    report = {
-        "schema": SCHEMA_VERSION,
-        "source": str(data) if data is not None else "embedded corpus",
-        "examples": len(dataset),
-        "batch_size": batch_size,
-        "max_tokens": max_tokens,
-        "max_length": max_length,
-        "lengths": length_summary(lengths, max_length),
-        "strategies": [r.as_dict() for r in results],
-        "collate": collate_speed(dataset, tok, batch_size, seed=seed),
-        "machine": machine(),
-    }
-    write_json(out / "results.json", report)
-    columns = list(report["strategies"][0])
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(report["strategies"])
-    write_text(out / "results.csv", buffer.getvalue())
-    try:
-        from textbatch.bench.plots import plot_results
-
-        report["plots"] = [str(p) for p in plot_results(out, lengths, results, max_length)]
-    except ImportError:
-        report["plots"] = []
-        print(
-            "textbatch bench: matplotlib is not installed, so no plots were drawn; "
-            "pip install 'textbatch[plot]' for them. The other results are written."
-        )
-    return report
-
-
-# `stats` counts each example's tokens up to max(STATS_CAP_FACTOR * --max-length, STATS_CAP_MIN)
-# and reports longer ones as "> N": a 50 MB line then costs milliseconds, not minutes.
-STATS_CAP_FACTOR = 16
-STATS_CAP_MIN = 4096
-
-
-def data_stats(
-    data: str | os.PathLike | None = None,
-    *,
-    text: str = "text",
-    text_pair: str | None = None,
-    tokenizer: str | os.PathLike | None = None,
-    max_length: int = 512,
-    batch_size: int = 32,
-    seed: int = 0,
-    encoding: str = "utf-8",
-    encoding_errors: str = "strict",
-) -> dict[str, Any]:
-    """Token lengths of the data (untruncated), how many ``max_length`` would cut, and what
-    batching to use on it (``textbatch.bench.compare.recommend``).
-
-    Lengths are counted up to ``cap = max(STATS_CAP_FACTOR * max_length, STATS_CAP_MIN)``
-    tokens, so that a huge text costs no more than that: a longer example counts as ``cap + 1``.
-    ``lengths["cap"]`` is that cap, ``lengths["over_cap"]`` how many examples are longer, and
-    ``lengths["at_least"]`` names the figures that are then only lower bounds (the total, the
-    mean, and each percentile that such an example enters); a figure over ``cap`` means "more
-    than ``cap``". The count of examples over ``max_length`` stays exact.
-    """
-    from textbatch.batching.stats import length_summary
-    from textbatch.bench.compare import recommend
-    from textbatch.data.prepare import load_dataset_and_tokenizer
-
-    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
-        raise TextBatchError(f"max_length={max_length!r} must be a positive number of tokens.")
-    cap = max(STATS_CAP_FACTOR * max_length, STATS_CAP_MIN)
-    dataset, tok = load_dataset_and_tokenizer(
-        data,
-        tokenizer,
-        text=text,
-        text_pair=text_pair,
-        label=None,
-        max_length=cap + 1,
-        encoding=encoding,
-        encoding_errors=encoding_errors,
-    )
-    max_length = resolve_max_length(tok, max_length, pair=text_pair is not None)
-    lengths = dataset.lengths  # min(tokens, cap + 1)
-    summary = length_summary(lengths)
-    summary["truncated"] = int((lengths > max_length).sum())
-    over = lengths > cap
-    summary["cap"], summary["over_cap"] = cap, int(over.sum())
-    summary["at_least"] = []
-    if over.any():  # a percentile is a lower bound when it moves with the uncounted tokens
-        more = np.where(over, cap + 2, lengths)
-        percentiles = [k for k in summary if k[0] == "p" and k[1:].isdigit()]
-        moved = [k for k in percentiles if np.percentile(more, int(k[1:])) != summary[k]]
-        summary["at_least"] = ["tokens", "mean", *moved, "max"]
-    return {
-        "source": str(data) if data is not None else "embedded corpus",
-        "max_length": max_length,
-        "lengths": summary,
-        "recommendation": recommend(np.minimum(lengths, max_length), batch_size, max_length, seed),
-    }

@@ -440,18 +440,22 @@ def _load_backbone(path: Path) -> nn.Module:
 
 
 class _quiet_transformers:
-    """Only errors from ``transformers``' logger while loading."""
+    """Only errors from ``transformers``' logger, and no "Loading weights" bar, while loading."""
 
     def __enter__(self) -> None:
         from transformers.utils import logging
 
         self._level = logging.get_verbosity()
+        self._bars = logging.is_progress_bar_enabled()
         logging.set_verbosity_error()
+        logging.disable_progress_bar()
 
     def __exit__(self, *exc: object) -> None:
         from transformers.utils import logging
 
         logging.set_verbosity(self._level)
+        if self._bars:
+            logging.enable_progress_bar()
 
 
 def _init_arguments(auto: Any, config: Any) -> set[str]:

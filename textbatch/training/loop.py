@@ -13,7 +13,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +23,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from textbatch.checks import positive_int
+from textbatch.checks import positive_float, positive_int
 from textbatch.distributed import is_main_process, world
 from textbatch.errors import TextBatchError
 from textbatch.files import write_json
+from textbatch.models.classifiers import BackboneClassifier
 from textbatch.training.checkpoint import (
     checkpoint_folders,
     checkpoint_name,
@@ -38,6 +39,7 @@ from textbatch.training.checkpoint import (
     save_checkpoint,
     set_rng_states,
 )
+from textbatch.training.defaults import BACKBONE_HEAD_LR, BACKBONE_LR, SCRATCH_LR
 
 
 class TrainingDiverged(TextBatchError):
@@ -229,7 +231,8 @@ def fit(
     eval_loader: Any = None,
     *,
     epochs: int = 3,
-    lr: float = 1e-3,
+    lr: float | None = None,
+    head_lr: float | None = None,
     weight_decay: float = 0.01,
     warmup: float = 0.06,
     max_grad_norm: float | None = 1.0,
@@ -245,12 +248,18 @@ def fit(
     log: bool = True,
     batches_per_epoch: int | None = None,
     config: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[list[dict[str, Any]], torch.nn.Module], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Train ``model`` on ``train_loader`` for ``epochs`` epochs; return the history.
 
     Args:
-        lr, weight_decay: AdamW's; the rate warms up linearly over the first ``warmup``
-            fraction of steps, then decays linearly to 0.
+        lr, weight_decay: AdamW's peak learning rate and weight decay; the rate warms up
+            linearly over the first ``warmup`` fraction of steps, then decays linearly to 0.
+            ``lr=None`` takes :func:`default_learning_rates`: 1e-3 for a model trained from
+            scratch, a small rate for a pretrained backbone (1e-3 would wreck it).
+        head_lr: the peak learning rate of the layers a ``BackboneClassifier`` puts on its
+            backbone (``head_module()``): a new head learns faster than the pretrained
+            encoder should move. None: ``lr`` (or the default head rate with ``lr=None``).
         max_grad_norm: clip gradients to this norm (None: no clipping).
         grad_accum: batches per optimizer step. Every sequence weighs the same in a step,
             whatever the batch sizes, accumulation or ranks: the loss is summed over the
@@ -274,6 +283,9 @@ def fit(
             epoch holds, so that the learning-rate schedule knows its span.
         config: plain JSON data that also decides the run (e.g. the data file's digest, the
             evaluation split); a resume with a different ``config`` is refused.
+        on_epoch_end: called on rank 0 as ``on_epoch_end(history, model)`` after each epoch's
+            evaluation (``history[-1]`` is that epoch's record) and before its checkpoint, so
+            that what it writes (e.g. the best model so far) is never behind a checkpoint.
 
     The history holds one record per epoch: ``train_loss`` (mean per sequence), the
     evaluation's ``eval_accuracy``, ``eval_macro_f1`` and ``eval_loss``, ``seconds``,
@@ -298,7 +310,12 @@ def fit(
 
     batches_per_epoch = _epoch_length(train_loader, batches_per_epoch)
     total_steps = math.ceil(batches_per_epoch / grad_accum) * epochs
-    optimizer = torch.optim.AdamW(_parameter_groups(model, weight_decay), lr=lr)
+    if lr is None:
+        lr, default_head = default_learning_rates(model)
+        head_lr = default_head if head_lr is None else head_lr
+    positive_float("lr", lr)
+    positive_float("head_lr", head_lr)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, weight_decay, lr, head_lr), lr=lr)
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, round(warmup * total_steps), total_steps)
@@ -307,6 +324,7 @@ def fit(
     options = {
         "epochs": epochs,
         "lr": lr,
+        "head_lr": head_lr,
         "weight_decay": weight_decay,
         "warmup": warmup,
         "max_grad_norm": max_grad_norm,
@@ -359,6 +377,8 @@ def fit(
         if main:
             if log:
                 print(_describe(record, epochs))
+            if on_epoch_end is not None:
+                on_epoch_end(state["history"], _unwrap(model))
             if out_dir is not None:
                 write_json(Path(out_dir) / "history.json", state["history"])
         run.save(None)
@@ -740,17 +760,37 @@ def _show(bar: Any, batches: int, meter: dict[str, float], elapsed: float) -> No
     )
 
 
-def _parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """No weight decay on biases, norms and embeddings."""
-    decay, no_decay = [], []
+def default_learning_rates(model: torch.nn.Module) -> tuple[float, float | None]:
+    """The (body, head) peak learning rates ``fit`` uses when given none: for a
+    ``BackboneClassifier``, :data:`BACKBONE_LR` for the pretrained encoder and
+    :data:`BACKBONE_HEAD_LR` for its new head; else :data:`SCRATCH_LR` for every parameter."""
+    if isinstance(_unwrap(model), BackboneClassifier):
+        return BACKBONE_LR, BACKBONE_HEAD_LR
+    return SCRATCH_LR, None
+
+
+def _parameter_groups(
+    model: torch.nn.Module, weight_decay: float, lr: float, head_lr: float | None
+) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms and embeddings; ``head_lr`` for the parameters of the
+    model's ``head_module()`` (when it has one and ``head_lr`` is given)."""
+    inner = _unwrap(model)
+    head = set()
+    if head_lr is not None and hasattr(inner, "head_module"):
+        head = {id(p) for p in inner.head_module().parameters()}
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
         plain = parameter.ndim < 2 or "embed" in name or "norm" in name.lower()
-        (no_decay if plain else decay).append(parameter)
+        groups.setdefault((id(parameter) in head, plain), []).append(parameter)
     return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {
+            "params": params,
+            "weight_decay": 0.0 if plain else weight_decay,
+            "lr": head_lr if in_head else lr,
+        }
+        for (in_head, plain), params in sorted(groups.items())
     ]
 
 

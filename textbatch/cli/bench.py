@@ -1,0 +1,168 @@
+"""``textbatch bench`` and ``textbatch stats``: every batching strategy on the same data, and
+what batching to use on it."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textbatch.data.dataset import resolve_max_length
+from textbatch.errors import TextBatchError
+from textbatch.files import write_json, write_text
+
+BENCH_OUTPUTS = ("results.json", "results.csv", "lengths.png", "waste.png", "throughput.png")
+
+
+def run_bench(
+    out: str | os.PathLike,
+    data: str | os.PathLike | None = None,
+    *,
+    text: str = "text",
+    text_pair: str | None = None,
+    label: str = "label",
+    tokenizer: str | os.PathLike | None = None,
+    max_length: int = 512,
+    batch_size: int = 32,
+    max_tokens: int | None = None,
+    train_steps: int | None = None,
+    seed: int = 0,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Tokenise the data once, compare every strategy on its lengths, time the collators (and,
+    with ``train_steps``, training), and write ``results.json``, ``results.csv`` and PNG plots
+    (when matplotlib is installed) under ``out``. Results of an earlier run in ``out`` are
+    replaced only with ``overwrite``. Returns the results."""
+    from textbatch.batching.stats import length_summary
+    from textbatch.bench.compare import (
+        SCHEMA_VERSION,
+        collate_speed,
+        compare_strategies,
+        machine,
+        train_throughput,
+    )
+    from textbatch.data.prepare import load_dataset_and_tokenizer
+
+    out = Path(out)
+    earlier = [name for name in BENCH_OUTPUTS if (out / name).exists()]
+    if earlier and not overwrite:
+        raise TextBatchError(
+            f"--out {str(out)!r} holds the results of an earlier bench ({', '.join(earlier)}); "
+            "pass --overwrite to replace them, or give another --out directory."
+        )
+    max_tokens = max_tokens or 128 * batch_size
+    dataset, tok = load_dataset_and_tokenizer(
+        data,
+        tokenizer,
+        text=text,
+        text_pair=text_pair,
+        label=label,
+        max_length=max_length,
+        encoding=encoding,
+        encoding_errors=encoding_errors,
+    )
+    lengths = dataset.lengths
+    results = compare_strategies(lengths, batch_size, max_tokens, max_length, seed)
+    if train_steps:
+        train_throughput(dataset, tok, results, train_steps, max_length, seed)
+    report = {
+        "schema": SCHEMA_VERSION,
+        "source": str(data) if data is not None else "embedded corpus",
+        "examples": len(dataset),
+        "batch_size": batch_size,
+        "max_tokens": max_tokens,
+        "max_length": max_length,
+        "lengths": length_summary(lengths, max_length),
+        "strategies": [r.as_dict() for r in results],
+        "collate": collate_speed(dataset, tok, batch_size, seed=seed),
+        "machine": machine(),
+    }
+    write_json(out / "results.json", report)
+    columns = list(report["strategies"][0])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(report["strategies"])
+    write_text(out / "results.csv", buffer.getvalue())
+    try:
+        from textbatch.bench.plots import plot_results
+
+        report["plots"] = [str(p) for p in plot_results(out, lengths, results, max_length)]
+    except ImportError:
+        report["plots"] = []
+        print(
+            "textbatch bench: matplotlib is not installed, so no plots were drawn; "
+            "pip install 'textbatch[plot]' for them. The other results are written."
+        )
+    return report
+
+
+# `stats` counts each example's tokens up to max(STATS_CAP_FACTOR * --max-length, STATS_CAP_MIN)
+# and reports longer ones as "> N": a 50 MB line then costs milliseconds, not minutes.
+STATS_CAP_FACTOR = 16
+STATS_CAP_MIN = 4096
+
+
+def data_stats(
+    data: str | os.PathLike | None = None,
+    *,
+    text: str = "text",
+    text_pair: str | None = None,
+    tokenizer: str | os.PathLike | None = None,
+    max_length: int = 512,
+    batch_size: int = 32,
+    seed: int = 0,
+    encoding: str = "utf-8",
+    encoding_errors: str = "strict",
+) -> dict[str, Any]:
+    """Token lengths of the data (untruncated), how many ``max_length`` would cut, and what
+    batching to use on it (``textbatch.bench.compare.recommend``).
+
+    Lengths are counted up to ``cap = max(STATS_CAP_FACTOR * max_length, STATS_CAP_MIN)``
+    tokens, so that a huge text costs no more than that: a longer example counts as ``cap + 1``.
+    ``lengths["cap"]`` is that cap, ``lengths["over_cap"]`` how many examples are longer, and
+    ``lengths["at_least"]`` names the figures that are then only lower bounds (the total, the
+    mean, and each percentile that such an example enters); a figure over ``cap`` means "more
+    than ``cap``". The count of examples over ``max_length`` stays exact.
+    """
+    from textbatch.batching.stats import length_summary
+    from textbatch.bench.compare import recommend
+    from textbatch.data.prepare import load_dataset_and_tokenizer
+
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
+        raise TextBatchError(f"max_length={max_length!r} must be a positive number of tokens.")
+    cap = max(STATS_CAP_FACTOR * max_length, STATS_CAP_MIN)
+    dataset, tok = load_dataset_and_tokenizer(
+        data,
+        tokenizer,
+        text=text,
+        text_pair=text_pair,
+        label=None,
+        max_length=cap + 1,
+        encoding=encoding,
+        encoding_errors=encoding_errors,
+    )
+    max_length = resolve_max_length(tok, max_length, pair=text_pair is not None)
+    lengths = dataset.lengths  # min(tokens, cap + 1)
+    summary = length_summary(lengths)
+    summary["truncated"] = int((lengths > max_length).sum())
+    over = lengths > cap
+    summary["cap"], summary["over_cap"] = cap, int(over.sum())
+    summary["at_least"] = []
+    if over.any():  # a percentile is a lower bound when it moves with the uncounted tokens
+        more = np.where(over, cap + 2, lengths)
+        percentiles = [k for k in summary if k[0] == "p" and k[1:].isdigit()]
+        moved = [k for k in percentiles if np.percentile(more, int(k[1:])) != summary[k]]
+        summary["at_least"] = ["tokens", "mean", *moved, "max"]
+    return {
+        "source": str(data) if data is not None else "embedded corpus",
+        "max_length": max_length,
+        "lengths": summary,
+        "recommendation": recommend(np.minimum(lengths, max_length), batch_size, max_length, seed),
+    }
