@@ -423,8 +423,8 @@ def test_stats_counts_up_to_a_cap(long_line_csv, tokenizer, corpus_records, tmp_
 
 
 def test_stats_output_says_more_than_the_cap(long_line_csv, tokenizer, tmp_path, capsys):
-    from textbatch.cli.main import main
     from textbatch.cli.bench import STATS_CAP_MIN
+    from textbatch.cli.main import main
 
     tokenizer.save_pretrained(tmp_path / "tok")
     argv = ["stats", "--data", long_line_csv, "--tokenizer", tmp_path / "tok"]

@@ -26,7 +26,7 @@ from textbatch.data.arrow import ListColumn
 from textbatch.data.columns import LabelSpec, invalid_text_rows, label_text, resolve_labels
 from textbatch.data.encoding import check_encoding, utf8_source
 from textbatch.data.hashing import checksum_path, checksum_problem, file_digest, write_checksum
-from textbatch.data.truncation import encode_truncated
+from textbatch.data.tokenize import tokenize_table
 from textbatch.errors import TextBatchError, TextBatchWarning
 from textbatch.files import remove_stale_temporaries
 
@@ -45,6 +45,8 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
     ".parquet": ("parquet", {}),
     ".txt": ("text", {}),
 }
+# Rows per Dataset.map call: tokenised a chunk at a time, the next chunk while the last is read.
+_MAP_BATCH_ROWS = 4096
 # Cached files carry this in their names; bump it when the stored layout changes.
 _CACHE_LAYOUT = "3"
 
@@ -725,7 +727,7 @@ def _tokenize(
     tokenized = hf_dataset.map(
         _TokenizeBatch(tokenizer, text, text_pair, max_length, keep_types),
         batched=True,
-        batch_size=1000,
+        batch_size=_MAP_BATCH_ROWS,
         remove_columns=hf_dataset.column_names,
         features=datasets.Features(features),
         cache_file_name=None if cache_file is None else str(cache_file),
@@ -739,7 +741,8 @@ def _tokenize(
 
 
 class _TokenizeBatch:
-    """The ``Dataset.map`` function: one call of the fast tokenizer per batch of texts."""
+    """The ``Dataset.map`` function: a batch of texts to a ``pyarrow.Table`` of token ids, the
+    fast tokenizer called on every core (see :func:`~textbatch.data.tokenize.tokenize_table`)."""
 
     def __init__(
         self,
@@ -755,14 +758,15 @@ class _TokenizeBatch:
         self.max_length = max_length
         self.keep_types = keep_types
 
-    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[list[int]]]:
-        # truncation=True's ids, from only as much of each long text as truncation keeps
-        return encode_truncated(
+    def __call__(self, batch: dict[str, list[Any]]) -> Any:
+        # truncation=True's ids, from only as much of each long text as truncation keeps, read
+        # from the Rust encodings into Arrow in bulk
+        return tokenize_table(
             self.tokenizer,
             batch[self.text],
             batch[self.text_pair] if self.text_pair is not None else None,
             max_length=self.max_length,
-            return_token_type_ids=self.keep_types,
+            type_ids=self.keep_types,
         )
 
 

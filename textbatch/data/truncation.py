@@ -25,6 +25,8 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from textbatch.data.backend import encode_batch
+
 # The first cut of a long text keeps this many characters per token of the budget; text has
 # 3 to 6 per token, so the prefix nearly always yields enough. Texts up to twice as long are
 # never cut, and a prefix that falls short is cut this many times longer.
@@ -143,29 +145,42 @@ def encode_truncated(
     return_token_type_ids: bool,
 ) -> dict[str, list[list[int]]]:
     """``tokenizer(texts, pairs, truncation=True, max_length=max_length)``'s ``input_ids`` (and
-    ``token_type_ids``), computed from prefixes of the long texts: the same ids, in time and
-    memory bounded by ``max_length`` (tokens) rather than by the longest text.
+    ``token_type_ids``) as lists, from :func:`encodings_truncated`."""
+    encodings = encodings_truncated(
+        tokenizer, texts, pairs, max_length=max_length, type_ids=return_token_type_ids
+    )
+    out = {"input_ids": [encoding.ids for encoding in encodings]}
+    if return_token_type_ids:
+        out["token_type_ids"] = [encoding.type_ids for encoding in encodings]
+    return out
+
+
+def encodings_truncated(
+    tokenizer: Any,
+    texts: Sequence[str],
+    pairs: Sequence[str] | None = None,
+    *,
+    max_length: int,
+    type_ids: bool = True,
+) -> list[Any]:
+    """The encodings (see :func:`~textbatch.data.backend.encode_batch`) of
+    ``tokenizer(texts, pairs, truncation=True, max_length=max_length)``, one per row, computed
+    from prefixes of the long texts: the same ids, in time and memory bounded by ``max_length``
+    (tokens) rather than by the longest text.
 
     Texts longer than ``2 * CHARS_PER_TOKEN`` characters per token of the budget are cut, for
-    tokenizers :func:`cuts_are_exact` accepts. One exception costs time (not memory): a pair
-    whose texts both yield more than the budget, with an odd budget, needs to know which whole
-    text is longer, so the shorter is counted to its end.
+    tokenizers :func:`cuts_are_exact` accepts. A single text is tokenised once per cut: its
+    truncated prefix is kept when it fills ``max_length``. A pair's prefixes are counted first.
+    One exception costs time (not memory): a pair whose texts both yield more than the budget,
+    with an odd budget, needs to know which whole text is longer, so the shorter is counted to
+    its end.
     """
     columns = [list(texts)] if pairs is None else [list(texts), list(pairs)]
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=pairs is not None)
     first_cut = max(CHARS_PER_TOKEN * budget, MIN_CUT)
 
-    def encode(rows: list[list[str]]) -> dict[str, list[list[int]]]:
-        encoded = tokenizer(
-            rows[0],
-            rows[1] if len(rows) > 1 else None,
-            truncation=True,
-            max_length=max_length,
-            return_attention_mask=False,
-            return_token_type_ids=return_token_type_ids,
-        )
-        keys = ["input_ids", "token_type_ids"] if return_token_type_ids else ["input_ids"]
-        return {key: encoded[key] for key in keys}
+    def encode(rows: list[list[str]]) -> list[Any]:
+        return _encode(tokenizer, rows, max_length=max_length, type_ids=type_ids)
 
     long = [[len(t) > 2 * first_cut for t in column] for column in columns]
     if not any(map(any, long)) or not cuts_are_exact(tokenizer):
@@ -174,7 +189,7 @@ def encode_truncated(
     # targets[k][i]: about how many characters of text k of row i to keep (None: all of it)
     targets = [[first_cut if is_long else None for is_long in flags] for flags in long]
     order: dict[int, int] = {}  # row -> sign(tokens of text 0 - tokens of text 1), when needed
-    out: dict[str, list[Any]] = {}
+    out: list[Any] = [None] * len(columns[0])
     todo = list(range(len(columns[0])))
     while todo:
         pieces = [
@@ -185,6 +200,15 @@ def encode_truncated(
             [len(piece) < len(column[i]) for piece, i in zip(column_pieces, todo, strict=True)]
             for column, column_pieces in zip(columns, pieces, strict=True)
         ]
+        if pairs is None:  # a cut text is done when its truncated prefix fills max_length
+            encoded = encode(pieces)
+            again = [j for j, e in enumerate(encoded) if cut[0][j] and len(e) < max_length]
+            for j in again:
+                targets[0][todo[j]] *= GROWTH
+            for j in set(range(len(todo))).difference(again):
+                out[todo[j]] = encoded[j]
+            todo = [todo[j] for j in again]
+            continue
         counts = _token_counts(tokenizer, pieces, cut)
         done, again = [], []
         for j, i in enumerate(todo):
@@ -198,12 +222,25 @@ def encode_truncated(
             (again if lengthen else done).append(j)
         if done:
             encoded = encode([[column_pieces[j] for j in done] for column_pieces in pieces])
-            for key, values in encoded.items():
-                column_out = out.setdefault(key, [None] * len(columns[0]))
-                for j, value in zip(done, values, strict=True):
-                    column_out[todo[j]] = value
+            for j, encoding in zip(done, encoded, strict=True):
+                out[todo[j]] = encoding
         todo = [todo[j] for j in again]
     return out
+
+
+def _encode(
+    tokenizer: Any, rows: list[list[str]], *, max_length: int | None, type_ids: bool = True
+) -> list[Any]:
+    """Every tokenizer call of this module: ``rows`` is ``[texts]`` or ``[texts, pairs]``;
+    truncated at ``max_length`` with special tokens, or (None) whole without them."""
+    return encode_batch(
+        tokenizer,
+        rows[0],
+        rows[1] if len(rows) > 1 else None,
+        max_length=max_length,
+        add_special_tokens=max_length is not None,
+        type_ids=type_ids,
+    )
 
 
 def _prefix(text: str, target: int | None) -> str:
@@ -230,22 +267,18 @@ def _count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
     counts = [0] * len(texts)
     short = [j for j, text in enumerate(texts) if len(text) <= COUNT_CHUNK]
     if short:
-        for j, ids in zip(short, _ids(tokenizer, [texts[j] for j in short]), strict=True):
-            counts[j] = len(ids)
+        for j, count in zip(short, _lengths(tokenizer, [texts[j] for j in short]), strict=True):
+            counts[j] = count
     for j, text in enumerate(texts):
         if len(text) > COUNT_CHUNK:
             counts[j] = deque(_running_counts(tokenizer, text), maxlen=1)[0]
     return counts
 
 
-def _ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
-    return tokenizer(
-        texts,
-        add_special_tokens=False,
-        return_attention_mask=False,
-        return_token_type_ids=False,
-        verbose=False,  # a text may be longer than model_max_length: no warning
-    )["input_ids"]
+def _lengths(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Tokens (no special ones) of each of ``texts``, tokenised whole."""
+    encodings = _encode(tokenizer, [texts], max_length=None, type_ids=False)
+    return [len(encoding) for encoding in encodings]
 
 
 def _running_counts(tokenizer: Any, text: str) -> Iterator[int]:
@@ -257,7 +290,7 @@ def _running_counts(tokenizer: Any, text: str) -> Iterator[int]:
     total, start = 0, 0
     while start < len(text):
         end = cut_point(text, start + COUNT_CHUNK, start)
-        total += len(_ids(tokenizer, [text[start:end]])[0])
+        total += _lengths(tokenizer, [text[start:end]])[0]
         start = end
         yield total
 
