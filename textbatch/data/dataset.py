@@ -26,7 +26,7 @@ from textbatch.data.arrow import ListColumn
 from textbatch.data.columns import LabelSpec, invalid_text_rows, label_text, resolve_labels
 from textbatch.data.encoding import check_encoding, utf8_source
 from textbatch.data.hashing import checksum_path, checksum_problem, file_digest, write_checksum
-from textbatch.data.tokenize import tokenize_table
+from textbatch.data.tokenize import TableTokenizer
 from textbatch.errors import TextBatchError, TextBatchWarning
 from textbatch.files import remove_stale_temporaries
 
@@ -742,7 +742,8 @@ def _tokenize(
 
 class _TokenizeBatch:
     """The ``Dataset.map`` function: a batch of texts to a ``pyarrow.Table`` of token ids, the
-    fast tokenizer called on every core (see :func:`~textbatch.data.tokenize.tokenize_table`)."""
+    fast tokenizer called on every core (see :class:`~textbatch.data.tokenize.TableTokenizer`,
+    made at the first batch: a build read from the cache never needs it)."""
 
     def __init__(
         self,
@@ -757,16 +758,17 @@ class _TokenizeBatch:
         self.text_pair = text_pair
         self.max_length = max_length
         self.keep_types = keep_types
+        self._table_tokenizer: TableTokenizer | None = None
 
     def __call__(self, batch: dict[str, list[Any]]) -> Any:
+        if self._table_tokenizer is None:
+            self._table_tokenizer = TableTokenizer(
+                self.tokenizer, max_length=self.max_length, type_ids=self.keep_types
+            )
         # truncation=True's ids, from only as much of each long text as truncation keeps, read
         # from the Rust encodings into Arrow in bulk
-        return tokenize_table(
-            self.tokenizer,
-            batch[self.text],
-            batch[self.text_pair] if self.text_pair is not None else None,
-            max_length=self.max_length,
-            type_ids=self.keep_types,
+        return self._table_tokenizer(
+            batch[self.text], batch[self.text_pair] if self.text_pair is not None else None
         )
 
 
@@ -840,7 +842,9 @@ def records_to_columns(
                 values[i] = None  # dropped with the other invalid rows
         columns[name] = values
     if label is not None and label in keys:
-        values = [_plain_label(record.get(label)) for record in records]
+        values = [record.get(label) for record in records]
+        # a str is its own label (what _plain_label returns for it): most labels skip the call
+        values = [v if type(v) is str else _plain_label(v) for v in values]
         kinds = {_label_kind(v) for v in values if v is not None}
         if len(kinds) > 1:
             raise TextBatchError(

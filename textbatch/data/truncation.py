@@ -162,6 +162,7 @@ def encodings_truncated(
     *,
     max_length: int,
     type_ids: bool = True,
+    cuts_exact: bool | None = None,
 ) -> list[Any]:
     """The encodings (see :func:`~textbatch.data.backend.encode_batch`) of
     ``tokenizer(texts, pairs, truncation=True, max_length=max_length)``, one per row, computed
@@ -169,11 +170,12 @@ def encodings_truncated(
     (tokens) rather than by the longest text.
 
     Texts longer than ``2 * CHARS_PER_TOKEN`` characters per token of the budget are cut, for
-    tokenizers :func:`cuts_are_exact` accepts. A single text is tokenised once per cut: its
-    truncated prefix is kept when it fills ``max_length``. A pair's prefixes are counted first.
-    One exception costs time (not memory): a pair whose texts both yield more than the budget,
-    with an odd budget, needs to know which whole text is longer, so the shorter is counted to
-    its end.
+    tokenizers :func:`cuts_are_exact` accepts (pass its answer as ``cuts_exact`` to call it
+    once for many batches: it reads the whole tokenizer.json, 20 ms for 30,000 tokens). A
+    single text is tokenised once per cut: its truncated prefix is kept when it fills
+    ``max_length``. A pair's prefixes are counted first. One exception costs time (not
+    memory): a pair whose texts both yield more than the budget, with an odd budget, needs to
+    know which whole text is longer, so the shorter is counted to its end.
     """
     columns = [list(texts)] if pairs is None else [list(texts), list(pairs)]
     budget = max_length - tokenizer.num_special_tokens_to_add(pair=pairs is not None)
@@ -183,7 +185,9 @@ def encodings_truncated(
         return _encode(tokenizer, rows, max_length=max_length, type_ids=type_ids)
 
     long = [[len(t) > 2 * first_cut for t in column] for column in columns]
-    if not any(map(any, long)) or not cuts_are_exact(tokenizer):
+    if not any(map(any, long)) or not (
+        cuts_are_exact(tokenizer) if cuts_exact is None else cuts_exact
+    ):
         return encode(columns)
 
     # targets[k][i]: about how many characters of text k of row i to keep (None: all of it)
