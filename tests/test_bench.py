@@ -28,7 +28,9 @@ def by_hand(lengths, plan, name, max_length):
 
 
 def test_every_number_equals_the_hand_computation():
-    results = compare_strategies(LENGTHS, batch_size=2, max_tokens=18, max_length=9)
+    results = compare_strategies(
+        LENGTHS, batch_size=2, max_tokens=18, max_length=9, recommended_max_tokens=12
+    )
     assert [r.name for r in results] == list(STRATEGIES)
     for r in results:
         assert sorted(i for b in r.plan for i in b) == list(range(8)), r.name
@@ -50,6 +52,12 @@ def test_every_number_equals_the_hand_computation():
     # token budget 18: no batch over it; packing rows of 9 tokens: 40 tokens need at least 5 rows
     assert named["token_budget"].max_batch_tokens <= 18
     assert named["packing"].padded_tokens >= 45 and named["packing"].max_batch_tokens <= 18
+    assert named["recommended"].max_batch_tokens <= 12
+    assert named["recommended"].options == {"max_tokens": 12}
+    assert named["bucket"].options == {"batch_size": 2}
+    # without a recommended budget, the recommended strategy is left out
+    plain = compare_strategies(LENGTHS, batch_size=2, max_tokens=18, max_length=9)
+    assert [r.name for r in plain] == [n for n in STRATEGIES if n != "recommended"]
 
 
 def test_bad_comparisons():
@@ -96,10 +104,11 @@ def test_bench_command_writes_the_documented_results(data_file, tmp_path, capsys
     )
     assert code == 0
     printed = capsys.readouterr().out
-    for name in STRATEGIES:
+    for name in STRATEGIES[:7]:
         assert name in printed
+    assert "fastest" in printed and "recommended by textbatch stats" in printed
     report = json.loads((out / "results.json").read_text())
-    assert report["schema"] == 1
+    assert report["schema"] == 2
     assert set(report) >= {
         "schema",
         "source",
@@ -108,23 +117,29 @@ def test_bench_command_writes_the_documented_results(data_file, tmp_path, capsys
         "max_tokens",
         "max_length",
         "lengths",
+        "recommendation",
         "strategies",
+        "train",
         "collate",
         "machine",
     }
-    assert [s["name"] for s in report["strategies"]] == list(STRATEGIES)
+    names = [s["name"] for s in report["strategies"]]
+    benched_as = report["recommendation"]["benched_as"]
+    assert benched_as in names and names[:7] == list(STRATEGIES[:7])
+    assert report["train"]["repeats"] == 3 and report["train"]["steps"] == 2
     for record in report["strategies"]:
         assert set(record) == {
-            "name", "waste", "real_tokens", "padded_tokens", "batches", "plan_seconds",
-            "batch_size_mean", "max_batch_tokens", "train_tokens_per_second",
+            "name", "options", "waste", "real_tokens", "padded_tokens", "batches",
+            "plan_seconds", "batch_size_mean", "max_batch_tokens", "train_tokens_per_second",
+            "train_runs", "train_spread", "train_within_noise_of_fastest",
         }  # fmt: skip
         assert record["real_tokens"] == report["lengths"]["tokens"]
-        assert record["train_tokens_per_second"] > 0
+        assert record["train_tokens_per_second"] == sorted(record["train_runs"])[1]  # median
+        assert len(record["train_runs"]) == 3 and min(record["train_runs"]) > 0
     assert report["collate"]["speedup"] > 1
     csv_lines = (out / "results.csv").read_text().splitlines()
-    assert csv_lines[0].startswith("name,waste,real_tokens") and len(csv_lines) == 1 + len(
-        STRATEGIES
-    )
+    assert csv_lines[0].split(",") == list(report["strategies"][0])
+    assert len(csv_lines) == 1 + len(names)
     for plot in ("lengths.png", "waste.png", "throughput.png"):
         assert (out / plot).read_bytes().startswith(b"\x89PNG"), plot
 
@@ -157,7 +172,7 @@ def test_bench_replaces_earlier_results_only_with_overwrite(data_file, tmp_path,
     assert "holds the results of an earlier bench (results.json)" in err and "--overwrite" in err
     assert (out / "results.json").read_text() == '{"an": "earlier bench"}'
     assert main([*argv, "--overwrite"]) == 0
-    assert json.loads((out / "results.json").read_text())["schema"] == 1
+    assert json.loads((out / "results.json").read_text())["schema"] == 2
 
 
 def test_stats_and_bench_read_the_files_encoding(tmp_path, corpus_records, capsys):
@@ -181,3 +196,35 @@ def test_bench_tokenises_both_texts_of_a_pair(tmp_path, corpus_records, capsys):
     one = json.loads((tmp_path / "one" / "results.json").read_text())["lengths"]["tokens"]
     two = json.loads((tmp_path / "two" / "results.json").read_text())["lengths"]["tokens"]
     assert two > 1.5 * one  # both texts (a few pairs are cut at --max-length)
+
+
+def test_throughput_is_the_median_of_interleaved_runs_and_noise_is_flagged(monkeypatch):
+    import textbatch.bench.compare as compare
+
+    results = compare_strategies(LENGTHS, batch_size=2, max_tokens=18, max_length=9)[:3]
+    scripted = {  # tokens/s of each run, in the order the runs happen
+        "pad_to_max_length": iter([10.0, 12.0, 11.0]),
+        "random": iter([30.0, 50.0, 31.0]),
+        "hf_length_grouped": iter([40.0, 42.0, 44.0]),
+    }
+    order = []
+
+    def run_once(dataset, tokenizer, result, steps, max_length, seed):
+        order.append(result.name)
+        return next(scripted[result.name])
+
+    monkeypatch.setattr(compare, "_train_once", run_once)
+
+    class Labelled:
+        has_labels = True
+
+    compare.train_throughput(Labelled(), None, results, steps=2, max_length=9, repeats=3)
+    names = [r.name for r in results]
+    assert order == names + names[1:] + names[:1] + names[2:] + names[:2]  # rotated rounds
+    by_name = {r.name: r for r in results}
+    assert by_name["random"].train_tokens_per_second == 31.0  # the median, not the best
+    assert by_name["random"].train_spread == pytest.approx(20 / 31)
+    fastest = by_name["hf_length_grouped"]
+    assert fastest.train_tokens_per_second == 42.0 and fastest.train_within_noise_of_fastest
+    assert by_name["random"].train_within_noise_of_fastest  # 50 >= 40: too close to call
+    assert not by_name["pad_to_max_length"].train_within_noise_of_fastest

@@ -2,21 +2,31 @@
 time and (optionally) training throughput. The numbers behind ``textbatch bench`` and
 ``textbatch stats``; the command line only prints and saves them.
 
-``results.json`` schema (version 1)::
+``results.json`` schema (version 2)::
 
     {
-      "schema": 1,
+      "schema": 2,
       "source": str, "examples": int, "batch_size": int, "max_tokens": int, "max_length": int,
       "lengths": {examples, tokens, mean, min, p50, p90, p95, p99, max, at_max_length},
+      "recommendation": {strategy, batch_size, max_tokens, expected_padding, ...,
+                         "benched_as": str},  # the strategies record that runs it
       "strategies": [
         {"name": str,             # pad_to_max_length, random, hf_length_grouped, sorted,
-                                  # bucket, token_budget, packing
+                                  # bucket, token_budget, packing, and recommended (the token
+                                  # budget `textbatch stats` recommends, when it recommends one)
+         "options": {...},        # batch_size, max_tokens or row capacity of the plan
          "waste": float,          # padding tokens / all tokens in the padded batches
          "real_tokens": int, "padded_tokens": int, "batches": int,
          "plan_seconds": float,   # time to plan one epoch
          "batch_size_mean": float, "max_batch_tokens": int,
-         "train_tokens_per_second": float | null}   # with --train-steps
+         # with --train-steps N (else null): real tokens per second of the small Transformer
+         # classifier over N batches of the plan, each run repeated (interleaved with the
+         # other strategies); the median, every run, (max - min) / median, and whether its
+         # range of runs overlaps the fastest strategy's (too close to call)
+         "train_tokens_per_second": float | null, "train_runs": [float] | null,
+         "train_spread": float | null, "train_within_noise_of_fastest": bool | null}
       ],
+      "train": {"model": str, "steps": int, "repeats": int} | null,
       "collate": {"batch_size": int, "batches": int, "textbatch_seconds": float,
                   "hf_seconds": float, "speedup": float},
       "machine": {...}
@@ -41,7 +51,7 @@ from textbatch.batching.stats import (
 )
 from textbatch.errors import TextBatchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STRATEGIES = (
     "pad_to_max_length",
     "random",
@@ -50,7 +60,10 @@ STRATEGIES = (
     "bucket",
     "token_budget",
     "packing",
+    "recommended",
 )
+# The model whose training throughput --train-steps measures.
+TRAIN_MODEL = "small Transformer classifier (1 layer, width 64)"
 
 
 @dataclass
@@ -65,7 +78,11 @@ class StrategyResult:
     plan_seconds: float
     batch_size_mean: float
     max_batch_tokens: int
+    options: dict[str, int] = field(default_factory=dict)
     train_tokens_per_second: float | None = None
+    train_runs: list[float] | None = None
+    train_spread: float | None = None
+    train_within_noise_of_fastest: bool | None = None
     plan: list[list[int]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,9 +102,12 @@ def timed(plan: Callable[[], Any], repeats: int = 1) -> tuple[Any, float]:
     return result, best
 
 
-def _result(name: str, stats: PaddingStats, seconds: float, plan: list) -> StrategyResult:
+def _result(
+    name: str, stats: PaddingStats, seconds: float, plan: list, options: dict[str, int]
+) -> StrategyResult:
     return StrategyResult(
         name=name,
+        options=options,
         waste=stats.waste,
         real_tokens=stats.real_tokens,
         padded_tokens=stats.padded_tokens,
@@ -111,11 +131,14 @@ def compare_strategies(
     max_tokens: int,
     max_length: int,
     seed: int = 0,
-    strategies: tuple[str, ...] = STRATEGIES,
+    strategies: tuple[str, ...] | None = None,
+    recommended_max_tokens: int | None = None,
 ) -> list[StrategyResult]:
     """Plan one epoch of ``lengths`` (tokens, already truncated to ``max_length``) with each
     strategy and measure its padding. ``max_tokens`` is the token budget of ``token_budget``
-    and ``packing`` (whose rows are ``max_length`` tokens)."""
+    and ``packing`` (whose rows are ``max_length`` tokens); ``recommended`` is a token budget
+    of ``recommended_max_tokens`` (run only when that is given). ``strategies`` defaults to
+    all of them."""
     from textbatch.batching.sampler import BucketBatchSampler
     from textbatch.bench.baselines import hf_length_grouped_batches, random_batches, sorted_batches
 
@@ -126,6 +149,12 @@ def compare_strategies(
         raise TextBatchError(
             f"a length of {lengths.max()} exceeds max_length={max_length}; truncate first."
         )
+    if strategies is None:
+        strategies = tuple(
+            n for n in STRATEGIES if n != "recommended" or recommended_max_tokens is not None
+        )
+    if "recommended" in strategies and recommended_max_tokens is None:
+        raise TextBatchError("the recommended strategy needs recommended_max_tokens.")
     unknown = sorted(set(strategies) - set(STRATEGIES))
     if unknown:
         raise TextBatchError(f"unknown strategies {unknown}; choose from {list(STRATEGIES)}.")
@@ -146,6 +175,14 @@ def compare_strategies(
         "packing": lambda: BucketBatchSampler(
             lengths, max_tokens=max_tokens, packing_capacity=max_length, seed=seed
         ).batches(),
+        "recommended": lambda: BucketBatchSampler(
+            lengths, max_tokens=recommended_max_tokens, seed=seed
+        ).batches(),
+    }
+    options = {
+        "token_budget": {"max_tokens": max_tokens},
+        "packing": {"max_tokens": max_tokens, "capacity": max_length},
+        "recommended": {"max_tokens": recommended_max_tokens},
     }
     results = []
     for name in strategies:
@@ -157,7 +194,9 @@ def compare_strategies(
             stats = packing_stats(lengths, plan, max_length)
         else:
             stats = padding_stats(lengths, plan)
-        results.append(_result(name, stats, seconds, plan))
+        results.append(
+            _result(name, stats, seconds, plan, options.get(name, {"batch_size": batch_size}))
+        )
     return results
 
 
@@ -197,10 +236,37 @@ def train_throughput(
     steps: int,
     max_length: int,
     seed: int = 0,
+    repeats: int = 3,
 ) -> None:
     """Train the small classifier on ``steps`` batches of each strategy's plan, spread evenly
-    over the epoch (so that a sorted plan is not judged on its shortest batches), and store its
-    real tokens per second in ``train_tokens_per_second``."""
+    over the epoch (so that a sorted plan is not judged on its shortest batches), ``repeats``
+    times, the strategies interleaved and their order rotated each round (so that a busy
+    moment of the machine does not fall on one strategy only). Stores the median real tokens
+    per second, every run, the spread and whether it is within the noise of the fastest."""
+    if not dataset.has_labels:
+        raise TextBatchError("--train-steps needs labelled data (a label column).")
+    runs: dict[str, list[float]] = {r.name: [] for r in results}
+    for round_ in range(repeats):
+        shift = round_ % len(results)
+        for result in results[shift:] + results[:shift]:
+            runs[result.name].append(
+                _train_once(dataset, tokenizer, result, steps, max_length, seed)
+            )
+    for result in results:
+        values = np.asarray(runs[result.name])
+        median = float(np.median(values))
+        result.train_tokens_per_second = median
+        result.train_runs = values.tolist()
+        result.train_spread = float((values.max() - values.min()) / median)
+    fastest = max(results, key=lambda r: r.train_tokens_per_second or 0.0)
+    for result in results:
+        result.train_within_noise_of_fastest = max(result.train_runs) >= min(fastest.train_runs)
+
+
+def _train_once(
+    dataset: Any, tokenizer: Any, result: StrategyResult, steps: int, max_length: int, seed: int
+) -> float:
+    """Real tokens per second of one training run on ``steps`` batches of ``result``'s plan."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -208,27 +274,22 @@ def train_throughput(
     from textbatch.models.classifiers import TextClassifier
     from textbatch.training.loop import fit
 
-    if not dataset.has_labels:
-        raise TextBatchError("--train-steps needs labelled data (a label column).")
-    for result in results:
-        if result.name == "packing":
-            collate: Any = PackingCollator.from_tokenizer(
-                tokenizer, capacity=max_length, mask=False
-            )
-        elif result.name == "pad_to_max_length":
-            collate = PaddingCollator.from_tokenizer(tokenizer, pad_to_multiple_of=max_length)
-        else:
-            collate = PaddingCollator.from_tokenizer(tokenizer)
-        picks = np.unique(np.linspace(0, len(result.plan) - 1, steps).round().astype(int))
-        sample = [result.plan[i] for i in picks]
-        loader = DataLoader(dataset, batch_sampler=sample, collate_fn=collate)
-        torch.manual_seed(seed)
-        model = TextClassifier(
-            len(tokenizer), dataset.num_labels, dim=64, encoder="transformer", num_layers=1,
-            max_length=max_length,
-        )  # fmt: skip
-        history = fit(model, loader, epochs=1, lr=3e-3, seed=seed, progress=False, log=False)
-        result.train_tokens_per_second = history[-1]["tokens_per_second"]
+    if result.name == "packing":
+        collate: Any = PackingCollator.from_tokenizer(tokenizer, capacity=max_length, mask=False)
+    elif result.name == "pad_to_max_length":
+        collate = PaddingCollator.from_tokenizer(tokenizer, pad_to_multiple_of=max_length)
+    else:
+        collate = PaddingCollator.from_tokenizer(tokenizer)
+    picks = np.unique(np.linspace(0, len(result.plan) - 1, steps).round().astype(int))
+    sample = [result.plan[i] for i in picks]
+    loader = DataLoader(dataset, batch_sampler=sample, collate_fn=collate)
+    torch.manual_seed(seed)
+    model = TextClassifier(
+        len(tokenizer), dataset.num_labels, dim=64, encoder="transformer", num_layers=1,
+        max_length=max_length,
+    )  # fmt: skip
+    history = fit(model, loader, epochs=1, lr=3e-3, seed=seed, progress=False, log=False)
+    return float(history[-1]["tokens_per_second"])
 
 
 def machine() -> dict[str, Any]:
@@ -260,7 +321,12 @@ def recommend(
     results = {
         r.name: r
         for r in compare_strategies(
-            lengths, batch_size, max_tokens, max_length, seed, ("random", "bucket", "token_budget")
+            lengths,
+            batch_size,
+            max_tokens,
+            max_length,
+            seed,
+            strategies=("random", "bucket", "token_budget"),
         )
     }
     spread = float(np.percentile(lengths, 99) / max(np.percentile(lengths, 50), 1))

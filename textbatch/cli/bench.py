@@ -30,21 +30,26 @@ def run_bench(
     batch_size: int = 32,
     max_tokens: int | None = None,
     train_steps: int | None = None,
+    train_repeats: int = 3,
     seed: int = 0,
     encoding: str = "utf-8",
     encoding_errors: str = "strict",
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Tokenise the data once, compare every strategy on its lengths, time the collators (and,
-    with ``train_steps``, training), and write ``results.json``, ``results.csv`` and PNG plots
-    (when matplotlib is installed) under ``out``. Results of an earlier run in ``out`` are
-    replaced only with ``overwrite``. Returns the results."""
+    """Tokenise the data once, compare every strategy on its lengths (the token budget that
+    ``textbatch stats`` recommends among them), time the collators (and, with
+    ``train_steps``, training, ``train_repeats`` times per strategy, interleaved), and write
+    ``results.json``, ``results.csv`` and PNG plots (when matplotlib is installed) under
+    ``out``. Results of an earlier run in ``out`` are replaced only with ``overwrite``.
+    Returns the results."""
     from textbatch.batching.stats import length_summary
     from textbatch.bench.compare import (
         SCHEMA_VERSION,
+        TRAIN_MODEL,
         collate_speed,
         compare_strategies,
         machine,
+        recommend,
         train_throughput,
     )
     from textbatch.data.prepare import load_dataset_and_tokenizer
@@ -68,9 +73,14 @@ def run_bench(
         encoding_errors=encoding_errors,
     )
     lengths = dataset.lengths
-    results = compare_strategies(lengths, batch_size, max_tokens, max_length, seed)
+    advice = recommend(lengths, batch_size, max_length, seed)
+    budget = advice["max_tokens"]  # None when plain bucketing is recommended
+    advice["benched_as"] = "bucket" if budget is None else "recommended"
+    results = compare_strategies(
+        lengths, batch_size, max_tokens, max_length, seed, recommended_max_tokens=budget
+    )
     if train_steps:
-        train_throughput(dataset, tok, results, train_steps, max_length, seed)
+        train_throughput(dataset, tok, results, train_steps, max_length, seed, train_repeats)
     report = {
         "schema": SCHEMA_VERSION,
         "source": str(data) if data is not None else "embedded corpus",
@@ -79,21 +89,22 @@ def run_bench(
         "max_tokens": max_tokens,
         "max_length": max_length,
         "lengths": length_summary(lengths, max_length),
+        "recommendation": advice,
         "strategies": [r.as_dict() for r in results],
+        "train": None
+        if not train_steps
+        else {"model": TRAIN_MODEL, "steps": train_steps, "repeats": train_repeats},
         "collate": collate_speed(dataset, tok, batch_size, seed=seed),
         "machine": machine(),
     }
     write_json(out / "results.json", report)
-    columns = list(report["strategies"][0])
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(report["strategies"])
-    write_text(out / "results.csv", buffer.getvalue())
+    write_text(out / "results.csv", _strategies_csv(report["strategies"]))
     try:
         from textbatch.bench.plots import plot_results
 
-        report["plots"] = [str(p) for p in plot_results(out, lengths, results, max_length)]
+        report["plots"] = [
+            str(p) for p in plot_results(out, lengths, results, max_length, report["train"])
+        ]
     except ImportError:
         report["plots"] = []
         print(
@@ -101,6 +112,19 @@ def run_bench(
             "pip install 'textbatch[plot]' for them. The other results are written."
         )
     return report
+
+
+def _strategies_csv(records: list[dict[str, Any]]) -> str:
+    """The strategy records as CSV: options as ``key=value`` pairs, runs joined by ``;``."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(records[0]))
+    writer.writeheader()
+    for record in records:
+        options = " ".join(f"{k}={v}" for k, v in record["options"].items())
+        runs = record["train_runs"]
+        runs = None if runs is None else ";".join(f"{r:.1f}" for r in runs)
+        writer.writerow({**record, "options": options, "train_runs": runs})
+    return buffer.getvalue()
 
 
 # `stats` counts each example's tokens up to max(STATS_CAP_FACTOR * --max-length, STATS_CAP_MIN)

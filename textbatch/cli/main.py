@@ -132,6 +132,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         max_tokens=args.max_tokens,
         train_steps=args.train_steps,
+        train_repeats=args.train_repeats,
         seed=args.seed,
         encoding=args.encoding,
         encoding_errors=args.encoding_errors,
@@ -143,16 +144,32 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     )
     header = ("strategy", "waste", "real tokens", "padded tokens", "batches", "plan s")
     line = "{:18s} {:>7s} {:>13s} {:>14s} {:>8s} {:>8s}"
-    train = report["strategies"][0]["train_tokens_per_second"] is not None
-    print(line.format(*header) + ("  train tokens/s" if train else ""))
+    train = report["train"]
+    print(line.format(*header) + ("  train tokens/s (median, spread)" if train else ""))
+    fastest = max(report["strategies"], key=lambda s: s["train_tokens_per_second"] or 0)
     for s in report["strategies"]:
         row = (
             f"{s['name']:18s} {s['waste']:7.1%} {s['real_tokens']:13,} {s['padded_tokens']:14,} "
             f"{s['batches']:8,} {s['plan_seconds']:8.3f}"
         )
         if train:
-            row += f"  {s['train_tokens_per_second']:14,.0f}"
+            row += f"  {s['train_tokens_per_second']:14,.0f} {s['train_spread']:6.0%}"
+            if s is fastest:
+                row += "  fastest"
+            elif s["train_within_noise_of_fastest"]:
+                row += "  *"
         print(row)
+    advice = report["recommendation"]
+    print(
+        f"recommended by textbatch stats: {advice['benched_as']}"
+        + (f" (max_tokens={advice['max_tokens']:,})" if advice["max_tokens"] else "")
+    )
+    if train:
+        print(
+            f"training: the {train['model']} on {train['steps']} batches of each plan, "
+            f"{train['repeats']} runs each, interleaved; spread = (max - min) / median; * = its "
+            "runs overlap the fastest one's (too close to call on this machine)"
+        )
     collate = report["collate"]
     print(
         f"collating a batch of {collate['batch_size']}: PaddingCollator "
@@ -290,6 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--train-steps", type=positive, help="also train N batches with each strategy (throughput)"
+    )
+    bench.add_argument(
+        "--train-repeats",
+        type=positive,
+        default=3,
+        help="runs per strategy with --train-steps, interleaved; the median is reported "
+        "(default 3)",
     )
     bench.add_argument("--seed", type=non_negative, default=0, help="random seed (default 0)")
     bench.add_argument("--out", required=True, help="output directory")
