@@ -83,8 +83,12 @@ def _uses_fp16(device: torch.device, amp: bool) -> bool:
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """Move a batch; ``non_blocking`` overlaps the copy with compute from pinned memory."""
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """Move a batch's tensors (other values, e.g. the ints of ``hf_names`` packing, stay as
+    they are); ``non_blocking`` overlaps the copy with compute from pinned memory."""
+    return {
+        k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+        for k, v in batch.items()
+    }
 
 
 def _set_epoch(loader: Any, epoch: int) -> None:
