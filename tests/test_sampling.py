@@ -269,6 +269,57 @@ def test_token_budget_is_respected_and_filled():
         assert np.mean(padded) / options["max_tokens"] > 0.9
 
 
+def lognormal_lengths(n: int, seed: int) -> np.ndarray:
+    """Short texts with a long tail: median 32 tokens, 5 to 512."""
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.lognormal(np.log(32), 0.8, n), 5, 512).astype(np.int64)
+
+
+@pytest.mark.parametrize("max_tokens", [4096, 8192])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_token_budgets_pad_about_as_little_as_batches_of_32(max_tokens, seed):
+    # 20,000 short texts: a budget of 8,192 tokens holds 250 of them, and a greedy cut with
+    # moves of a whole batch padded 2.3x what batches of 32 pad.
+    lengths = lognormal_lengths(20_000, seed)
+    by_size = BucketBatchSampler(lengths, 32, seed=seed)
+    by_budget = BucketBatchSampler(lengths, max_tokens=max_tokens, seed=seed)
+    for epoch in range(2):
+        size_waste = padding_stats(lengths, by_size.batches(epoch)).waste
+        budget = padding_stats(lengths, by_budget.batches(epoch), max_tokens=max_tokens)
+        assert budget.waste <= 1.5 * size_waste
+        assert budget.fill >= 0.98
+        assert budget.max_batch_tokens <= max_tokens
+
+
+def shared_long_pairs(lengths, sampler, longer_than=300):
+    """Of the pairs of long examples that share a batch in epoch 0, the share that shares one
+    again in epoch 1."""
+    batches = sampler.batches(0)
+    pairs = pairs_together([b for b in batches if lengths[b].max() > longer_than])
+    return len(pairs & pairs_together(sampler.batches(1))) / len(pairs)
+
+
+def test_token_budget_batches_regroup_every_epoch():
+    lengths = long_tailed(20_000, seed=2)
+    sampler = BucketBatchSampler(lengths, max_tokens=4096)
+    # the moves regroup the long tail, whose runs of equal lengths are short
+    assert shared_long_pairs(lengths, sampler) < 0.7
+    assert shared_long_pairs(lengths, BucketBatchSampler(lengths, max_tokens=4096, mix=0)) > 0.8
+    epoch0, epoch1 = sampler.batches(0), sampler.batches(1)
+    same = {tuple(sorted(b)) for b in epoch0} & {tuple(sorted(b)) for b in epoch1}
+    assert len(same) < len(epoch0) / 20
+
+
+def test_equal_lengths_do_not_meet_in_the_dataset_order():
+    # Sorted by label, say: the first half of the dataset is one class, the second the other.
+    sampler = BucketBatchSampler(np.full(4000, 7), 32)
+    batches = [np.array(b) for epoch in range(3) for b in sampler.batches(epoch)]
+    first_half = np.array([np.mean(b < 2000) for b in batches])
+    # as mixed as random batches (binomial spread 0.088); in the dataset's order it would be 0.5
+    assert abs(first_half.mean() - 0.5) < 0.02 and first_half.std() < 0.11
+    assert np.median([b.max() - b.min() for b in batches]) > 3000  # across the whole dataset
+
+
 def test_quadratic_cost_model():
     lengths = long_tailed(5000, seed=9)
     sampler = BucketBatchSampler(lengths, max_tokens=20_000, quadratic_length=256)

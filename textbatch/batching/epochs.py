@@ -4,9 +4,10 @@ How an epoch is planned (all vectorised, see ``textbatch.batching.planning``):
 
 1. the epoch's items: every example once (or drawn by ``weights``);
 2. sort them by length, ties in random order, then let each move forward a random number of
-   places below ``mix`` batches' worth (the knob that trades padding for randomness);
-3. cut the order into batches: ``batch_size`` each, greedily up to ``max_tokens``, or packed
-   rows of ``packing_capacity`` tokens;
+   places below ``mix`` batches' worth (the knob that trades padding for randomness; with a
+   token budget, no further than ``mix`` batches of 32);
+3. cut the order into batches: ``batch_size`` each, up to ``max_tokens`` where they pad least,
+   or packed rows of ``packing_capacity`` tokens;
 4. group consecutive batches into steps of one batch per rank (so ranks at the same step get
    similar lengths) and shuffle the steps (so lengths never sweep up or down through the epoch).
 
@@ -25,13 +26,14 @@ import numpy as np
 from textbatch.batching.packing import plan_packed_batches
 from textbatch.batching.planning import (
     NUM_CODES,
+    TieScatter,
     batch_cost,
     batch_size_plan,
     code_lower_bounds,
+    least_padding_bounds,
     length_codes,
     length_order,
     split_for_replicas,
-    token_budget_bounds,
 )
 from textbatch.batching.stats import as_lengths
 from textbatch.checks import non_negative_int, positive_int
@@ -40,6 +42,14 @@ from textbatch.errors import TextBatchError
 # Independent random streams of one (seed, epoch).
 _ORDER, _DRAWS, _PICKS, _TIES = range(4)
 OVERSIZED = ("error", "alone", "truncate")
+# With a token budget a batch holds up to thousands of short examples, and a move of a whole
+# batch's worth of places would cross several lengths. So examples move at most as far as in
+# batches of 32 (mix x min(examples per batch, 32) places), and only out of runs of equal
+# lengths shorter than a quarter of that reach; longer runs regroup through their random order
+# among ties. The long tail then regroups about as much as by batch size, and the moves add a
+# fifth of the padding they did (benchmarks/sampler.py, "budgets").
+TOKEN_REACH = 32  # places per unit of mix, at most
+TOKEN_STILL_RUNS = 0.25  # runs of at least this many reaches keep their place
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,12 @@ class EpochPlan:
     def batch(self, step: int, rank: int, num_replicas: int) -> np.ndarray:
         b = int(self.steps[step]) * num_replicas + rank
         return self.items[self.bounds[b] : self.bounds[b + 1]]
+
+    def rank_bounds(self, rank: int, num_replicas: int) -> tuple[list[int], list[int]]:
+        """Where rank ``rank``'s batches start and end in ``items``, step by step, as Python
+        ints: ``items[starts[k]:ends[k]]`` is its batch at step ``k``."""
+        batches = self.steps * num_replicas + rank
+        return self.bounds[batches].tolist(), self.bounds[batches + 1].tolist()
 
     def first_uses(self, rank: int, num_replicas: int) -> list[np.ndarray]:
         """For each of rank ``rank``'s batches, True where the example is used for the first
@@ -171,7 +187,7 @@ class EpochPlanner:
         self._check_capacity()
         self._check_budget()
         self._codes: np.ndarray | None = None  # sort code of each length
-        self._ties: np.ndarray | None = None  # a fixed random order among equal codes
+        self._ties: TieScatter | None = None  # a fixed pseudo-random order among equal codes
         self._tied_codes: np.ndarray | None = None  # codes in that order
         self._code_counts: np.ndarray | None = None  # examples per code
 
@@ -269,11 +285,15 @@ class EpochPlanner:
         return self._balance(indices, bounds, rng)
 
     def _length_order(
-        self, items: np.ndarray | None, rng: np.random.Generator | None, per_batch: np.ndarray
+        self,
+        items: np.ndarray | None,
+        rng: np.random.Generator | None,
+        per_batch: np.ndarray,
+        still_runs: float = 8.0,
     ) -> np.ndarray:
         """Dataset indices of ``items`` (default: all) sorted by length, ties at random, each
-        moved forward by up to ``mix`` batches' worth (``per_batch``: examples per batch by
-        sort code)."""
+        moved forward by up to ``mix`` x ``per_batch`` places (examples per batch by sort code;
+        see ``length_order`` for ``still_runs``)."""
         if self._codes is None:
             self._codes = length_codes(self.lengths)
         if rng is None:
@@ -281,14 +301,15 @@ class EpochPlanner:
             return order if items is None else items[order]
         reach = self.options.mix * per_batch if self.options.mix > 0 else None
         if items is not None:
-            return items[length_order(self._codes[items], rng, reach)]
+            return items[length_order(self._codes[items], rng, reach, None, still_runs)]
         if self._ties is None:
-            # A fixed random order among equal lengths, so that neighbours never follow the
+            # A fixed scattered order among equal lengths, so that neighbours never follow the
             # dataset's own order; length_order regroups them at random every epoch.
-            self._ties = self._rng(0, _TIES).permutation(len(self.lengths))
-            self._tied_codes = self._codes[self._ties]
+            self._ties = TieScatter(len(self.lengths), self._rng(0, _TIES))
+            self._tied_codes = self._codes[self._ties.all()]
             self._code_counts = np.bincount(self._codes, minlength=NUM_CODES)
-        return self._ties[length_order(self._tied_codes, rng, reach, self._code_counts)]
+        order = length_order(self._tied_codes, rng, reach, self._code_counts, still_runs)
+        return self._ties(order)
 
     def _plan_by_size(self, items: np.ndarray | None, rng: np.random.Generator | None) -> EpochPlan:
         assert self.options.batch_size is not None
@@ -313,12 +334,13 @@ class EpochPlanner:
         self, items: np.ndarray | None, rng: np.random.Generator | None
     ) -> EpochPlan:
         assert self.options.max_tokens is not None
-        order = self._length_order(items, rng, self.per_batch_by_code)
+        reach = np.minimum(self.per_batch_by_code, TOKEN_REACH)
+        order = self._length_order(items, rng, reach, TOKEN_STILL_RUNS)
         alone = order[:0]
         if self.lengths.max() > self.longest_fit:  # only with oversized="alone"
             fits = self.lengths[order] <= self.longest_fit
             order, alone = order[fits], order[~fits]  # each of those gets a batch of its own
-        bounds = token_budget_bounds(
+        bounds = least_padding_bounds(
             self.lengths[order],
             self.options.max_tokens,
             self.options.batch_size,

@@ -47,7 +47,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             one rank; the batches of one step have similar lengths.
         mix: how far (in batches' worth of places) examples may move from a full sort by length.
             0 is a full sort (ties still random); larger values change batches more from epoch to
-            epoch and pad a little more. Default 1.
+            epoch and pad a little more. Default 1. With ``max_tokens``, whose batches can hold
+            thousands of short examples, no further than ``mix`` batches of 32.
         pad_to_multiple_of: the collator's rounding, so that budgets count the real padded size.
         quadratic_length: model attention's quadratic cost: a batch padded to ``T`` costs
             ``examples x (T + T**2 / quadratic_length)`` tokens of budget.
@@ -165,11 +166,13 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self._position = start
         # Completion is marked with the last batch: loops such as Trainer's never ask for more.
         self._finished = start >= steps
+        items = plan.items
+        starts, ends = plan.rank_bounds(self.rank, self.options.num_replicas)
         for position in range(start, steps):
-            batch = plan.batch(position, self.rank, self.options.num_replicas)
+            batch = items[starts[position] : ends[position]].tolist()
             self._position = position + 1
             self._finished = self._position == steps
-            yield batch.tolist()
+            yield batch
 
     def __len__(self) -> int:
         """The number of batches the next ``__iter__`` yields: a whole epoch, or the rest of
@@ -211,10 +214,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
     def batches(self, epoch: int | None = None) -> list[list[int]]:
         """This rank's batches of an epoch (default: the current one, from its start)."""
         plan = self.plan(epoch)
-        return [
-            plan.batch(k, self.rank, self.options.num_replicas).tolist()
-            for k in range(len(plan.steps))
-        ]
+        starts, ends = plan.rank_bounds(self.rank, self.options.num_replicas)
+        return [plan.items[a:b].tolist() for a, b in zip(starts, ends, strict=True)]
 
     # ------------------------------------------------------------------ resume
     def _data_fingerprint(self) -> str:
