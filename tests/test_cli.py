@@ -396,3 +396,36 @@ def test_model_is_the_best_epoch_and_keep_last_writes_the_last(
     assert all(torch.equal(best[k], weights[1][k]) for k in best)
     assert all(torch.equal(last[k], weights[2][k]) for k in last)
     assert not all(torch.equal(best[k], last[k]) for k in best)
+
+
+def test_pretrained_defaults_bound_memory_and_read_max_length_off_the_data(
+    tmp_path, capsys, corpus_records, tiny_bert_dir
+):
+    import numpy as np
+
+    from textbatch import TextDataset, load_tokenizer
+    from textbatch.cli.config import TrainConfig
+    from textbatch.training.defaults import suggest_max_length
+
+    config = TrainConfig(data="d", out="o", model=str(tiny_bert_dir))
+    assert (config.batch_size, config.max_tokens) == (16, 4096)  # a budget bounds memory
+    assert (
+        TrainConfig(data="d", out="o", model=str(tiny_bert_dir), max_tokens=8192).batch_size is None
+    )
+    assert TrainConfig(data="d", out="o").batch_size == 32  # small models as before
+
+    data = tmp_path / "train.jsonl"
+    records = [dict(r) for r in corpus_records[:300]]
+    records[0]["text"] = " ".join(["word"] * 700)  # one text past the model's 512
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "run"
+    argv = ["train", "--data", data, "--out", out, "--model", tiny_bert_dir, "--epochs", 1]
+    code, printed, err = run(capsys, *argv)
+    assert code == 0, err
+    assert "Loading weights" not in err  # no bar of transformers' own
+    lengths = TextDataset.from_file(data, load_tokenizer(tiny_bert_dir), max_length=512).lengths
+    expected = suggest_max_length(lengths, 512)
+    assert expected < 512 and f"max_length {expected} tokens" in printed
+    saved = json.loads((out / "model" / "textbatch_model.json").read_text())
+    assert saved["max_length"] == expected
+    assert np.percentile(lengths, 99) <= expected
