@@ -1,44 +1,56 @@
 """textbatch: fast, low-padding PyTorch batches from labelled text.
 
 The public API, re-exported from the layers (``data`` -> ``batching`` -> ``models`` ->
-``training``); see docs/ARCHITECTURE.md.
+``training`` -> ``hf``); see docs/ARCHITECTURE.md. Names load on first use, so that
+``import textbatch`` imports neither torch nor transformers until they are needed (and the
+command line can choose OpenMP's thread policy before torch loads: ``textbatch.threads``).
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
 from textbatch._version import __version__
-from textbatch.batching import (
-    BucketBatchSampler,
-    BucketedStream,
-    PackingCollator,
-    PaddingCollator,
-    PaddingStats,
-    balanced_weights,
-    make_loader,
-    packing_stats,
-    padding_stats,
-)
-from textbatch.data import (
-    StreamingTextDataset,
-    TextDataset,
-    TokenDropout,
-    corpus_dataset,
-    load_tokenizer,
-    make_corpus,
-    train_tokenizer,
-)
 from textbatch.errors import TextBatchError, TextBatchWarning
-from textbatch.models import BackboneClassifier, TextClassifier, load_model
-from textbatch.training import evaluate, fit
 
-# textbatch.hf (Trainer integration) on first use: importing textbatch never imports Trainer.
-_HF_NAMES = ("BucketTrainer", "bucket_sampler_for")
+_WHERE = {
+    "BucketBatchSampler": "textbatch.batching",
+    "BucketedStream": "textbatch.batching",
+    "PackingCollator": "textbatch.batching",
+    "PaddingCollator": "textbatch.batching",
+    "PaddingStats": "textbatch.batching",
+    "balanced_weights": "textbatch.batching",
+    "make_loader": "textbatch.batching",
+    "packing_stats": "textbatch.batching",
+    "padding_stats": "textbatch.batching",
+    "StreamingTextDataset": "textbatch.data",
+    "TextDataset": "textbatch.data",
+    "TokenDropout": "textbatch.data",
+    "corpus_dataset": "textbatch.data",
+    "load_tokenizer": "textbatch.data",
+    "make_corpus": "textbatch.data",
+    "train_tokenizer": "textbatch.data",
+    "BackboneClassifier": "textbatch.models",
+    "TextClassifier": "textbatch.models",
+    "load_model": "textbatch.models",
+    "evaluate": "textbatch.training",
+    "fit": "textbatch.training",
+    "BucketTrainer": "textbatch.hf",
+    "bucket_sampler_for": "textbatch.hf",
+}
 
 
-def __getattr__(name: str):
-    if name in _HF_NAMES:
-        from textbatch import hf
-
-        return getattr(hf, name)
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(import_module(_WHERE[name]), name)
+        globals()[name] = value  # looked up once
+        return value
     raise AttributeError(f"module 'textbatch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_WHERE})
 
 
 __all__ = [

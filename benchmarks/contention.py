@@ -1,0 +1,150 @@
+"""Training under CPU contention: one epoch of the small Transformer on bucketed and on random
+batches, on a quiet machine and beside a busy process, under each OpenMP thread policy.
+
+Small, variable-width batches (what bucketing makes) run many short ops; with OpenMP's default
+spin-waiting, a thread that loses its core to another process stalls every op's barrier. This
+script measures how much, and which policy avoids it. Each setting runs in a fresh process (the
+OpenMP runtime reads its environment once, when torch loads), interleaved and repeated; the
+busy process is a bounded loop (it stops at the end of the run, or after --busy-seconds).
+
+Settings (environment of the training process):
+  default      what a plain ``python`` process gets (torch's thread count, OpenMP spin-waiting)
+  textbatch    what ``textbatch train`` sets when the user's environment sets nothing
+               (``textbatch.threads.cli_thread_environment``)
+  passive      OMP_WAIT_POLICY=PASSIVE
+  one_thread   OMP_NUM_THREADS=1
+
+Run: python benchmarks/contention.py [--examples 6000] [--max-length 256] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _common import save
+
+SETTINGS = {
+    "default": {},
+    "textbatch": None,  # filled from textbatch.threads at run time
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "one_thread": {"OMP_NUM_THREADS": "1"},
+}
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
+
+
+def worker(examples: int, max_length: int, sampler: str) -> None:
+    """One epoch; prints its seconds as JSON (run in a fresh process per setting)."""
+    import torch
+
+    from textbatch import PaddingCollator
+    from textbatch.batching.loaders import make_loader
+    from textbatch.data.prepare import corpus_train_eval
+    from textbatch.models.classifiers import TextClassifier
+    from textbatch.training.loop import fit
+
+    train, _, tokenizer = corpus_train_eval(size=examples, max_length=max_length)
+    loader = make_loader(
+        train, PaddingCollator.from_tokenizer(tokenizer), sampler=sampler, batch_size=32
+    )
+    torch.manual_seed(0)
+    model = TextClassifier(
+        len(tokenizer), train.num_labels, dim=64, encoder="transformer", num_layers=1,
+        max_length=max_length,
+    )  # fmt: skip
+    history = fit(model, loader, epochs=1, lr=3e-3, progress=False, log=False)
+    print(json.dumps({"seconds": history[0]["seconds"], "threads": torch.get_num_threads()}))
+
+
+def busy_loop(seconds: float) -> subprocess.Popen:
+    """A process that keeps one core busy for ``seconds`` (or until killed)."""
+    code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end: pass\n"
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def run_once(setting: dict[str, str], args: argparse.Namespace, sampler: str, busy: bool) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env.update(setting)
+    command = [sys.executable, __file__, "--worker", sampler, "--examples", str(args.examples)]
+    command += ["--max-length", str(args.max_length)]
+    loop = busy_loop(args.busy_seconds) if busy else None
+    try:
+        started = time.perf_counter()
+        result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        wall = time.perf_counter() - started
+    finally:
+        if loop is not None:
+            loop.kill()
+            loop.wait()
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    return {**record, "wall": wall}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=6000)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--busy-seconds", type=float, default=600.0)
+    parser.add_argument("--samplers", nargs="+", default=["bucket", "random"])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help="JSON file (default benchmarks/results/contention.json)")
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.examples, args.max_length, args.worker)
+        return
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from textbatch.threads import cli_thread_environment
+
+    SETTINGS["textbatch"] = cli_thread_environment({})
+    runs: dict[str, list[float]] = {}
+    cases = [
+        (sampler, name, busy)
+        for sampler in args.samplers
+        for busy in (False, True)
+        for name in args.settings
+    ]
+    for repeat in range(args.repeats):
+        for sampler, name, busy in cases[repeat % len(cases) :] + cases[: repeat % len(cases)]:
+            record = run_once(SETTINGS[name], args, sampler, busy)
+            key = f"{sampler}/{name}/{'busy' if busy else 'quiet'}"
+            runs.setdefault(key, []).append(record["seconds"])
+            print(f"{key:28s} {record['seconds']:7.1f} s (threads {record['threads']})", flush=True)
+
+    table = []
+    print(f"\n{'sampler':8s} {'setting':11s} {'quiet s':>8s} {'busy s':>8s} {'busy/quiet':>10s}")
+    for sampler in args.samplers:
+        for name in args.settings:
+            quiet = statistics.median(runs[f"{sampler}/{name}/quiet"])
+            busy = statistics.median(runs[f"{sampler}/{name}/busy"])
+            row = {"sampler": sampler, "setting": name, "quiet": quiet, "busy": busy}
+            row["busy_over_quiet"] = busy / quiet
+            row["quiet_over_default_quiet"] = quiet / statistics.median(
+                runs[f"{sampler}/default/quiet"]
+            )
+            table.append(row)
+            print(f"{sampler:8s} {name:11s} {quiet:8.1f} {busy:8.1f} {busy / quiet:10.2f}")
+    save(
+        "contention",
+        {
+            "examples": args.examples,
+            "max_length": args.max_length,
+            "repeats": args.repeats,
+            "settings": SETTINGS,
+            "runs": runs,
+            "table": table,
+        },
+        args.out,
+    )
+
+
+if __name__ == "__main__":
+    main()
