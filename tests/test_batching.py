@@ -337,12 +337,14 @@ def test_least_padding_bounds_by_hand(lengths, max_tokens, penalty, greedy, leas
     assert least_padding_bounds(lengths[:0], max_tokens).tolist() == [0]
 
 
-def least_cost_by_hand(cost, capacity, penalty):
-    """The least total of (examples x cost at the batch's end) + penalty, over every cut."""
+def least_cost_by_hand(cost, capacity, penalty, cut_extra=None):
+    """The least total of (examples x cost at the batch's end) + penalty (+ ``cut_extra[j]``
+    for a boundary at ``j``), over every cut."""
     best = [0.0]
     for j in range(1, len(cost) + 1):
         starts = range(max(0, j - int(capacity[j - 1])), j)
-        best.append(min(best[i] + (j - i) * cost[j - 1] + penalty for i in starts))
+        extra = 0.0 if cut_extra is None else cut_extra.get(j, 0.0)
+        best.append(min(best[i] + (j - i) * cost[j - 1] + penalty for i in starts) + extra)
     return best[-1]
 
 
@@ -354,8 +356,9 @@ def least_cost_by_hand(cost, capacity, penalty):
     st.sampled_from([None, 8]),
     st.sampled_from([None, 50]),
     st.floats(0, 2000),
+    st.one_of(st.none(), st.integers(0, 3)),
 )
-def test_least_padded_is_the_optimum(lengths, budget, cap, multiple, quadratic, penalty):
+def test_least_padded_is_the_optimum(lengths, budget, cap, multiple, quadratic, penalty, seed):
     from textbatch.batching.planning import _least_padded
 
     width = np.maximum.accumulate(np.sort(lengths))
@@ -365,12 +368,20 @@ def test_least_padded_is_the_optimum(lengths, budget, cap, multiple, quadratic, 
         capacity = np.minimum(capacity, cap)
     if capacity.min() < 1:
         return
-    bounds = _least_padded(cost, capacity, penalty)
+    jitter = None if seed is None else (50.0, np.random.default_rng(seed))
+    bounds = _least_padded(cost, capacity, penalty, jitter)
     sizes = np.diff(bounds)
     assert bounds[0] == 0 and bounds[-1] == len(lengths) and (sizes >= 1).all()
     assert (sizes <= capacity[bounds[1:] - 1]).all()
     total = float((sizes * cost[bounds[1:] - 1]).sum() + penalty * len(sizes))
-    assert total == pytest.approx(least_cost_by_hand(cost, capacity, penalty), rel=1e-12)
+    cut_extra = None
+    if seed is not None:  # the same draws: one per run of equal cost, for a cut at its end
+        run_ends = np.append(np.flatnonzero(cost[1:] != cost[:-1]) + 1, len(cost))
+        draws = np.random.default_rng(seed).random(len(run_ends)) * 50.0
+        cut_extra = dict(zip(run_ends.tolist(), draws.tolist(), strict=True))
+        total += sum(cut_extra.get(b, 0.0) for b in bounds[1:].tolist())
+    expected = least_cost_by_hand(cost, capacity, penalty, cut_extra)
+    assert total == pytest.approx(expected, rel=1e-12, abs=1e-9)
 
 
 @settings(max_examples=200, deadline=None)

@@ -346,6 +346,7 @@ class EpochPlanner:
             self.options.batch_size,
             self.options.pad_to_multiple_of,
             self.options.quadratic_length,
+            rng=rng,
         )
         if len(alone):
             order = np.concatenate([order, alone])

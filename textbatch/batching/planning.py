@@ -248,6 +248,9 @@ def token_budget_bounds(
     return np.asarray(bounds, dtype=np.int64)
 
 
+CUT_JITTER = 0.01  # of the budget: the most a cut at a change of length may cost extra
+
+
 def least_padding_bounds(
     ordered_lengths: np.ndarray,
     max_tokens: int,
@@ -255,6 +258,7 @@ def least_padding_bounds(
     pad_to_multiple_of: int | None = None,
     quadratic_length: int | None = None,
     batch_penalty: float | None = None,
+    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Batch boundaries over ``ordered_lengths`` (nearly sorted, ascending) within the same
     budget as ``token_budget_bounds``, placed to pad least.
@@ -267,6 +271,11 @@ def least_padding_bounds(
     batch more only where it saves half a batch of padding). It is an exact dynamic programme
     with one numpy pass per run of equal running maxima: a few thousand at most in the
     sampler's order by sort code, however many examples.
+
+    With ``rng``, a boundary at the end of each such run costs a random 0 to ``CUT_JITTER`` x
+    ``max_tokens`` more: a run of equal lengths that fills a batch on its own would otherwise
+    be that same batch every epoch; now, where other cuts pad about as little, which one is
+    taken changes from call to call.
     """
     n = len(ordered_lengths)
     if n == 0:
@@ -279,13 +288,21 @@ def least_padding_bounds(
     if capacity.min() < 1:
         raise TextBatchError("an example exceeds the token budget on its own; filter those first.")
     penalty = max_tokens / 2 if batch_penalty is None else float(batch_penalty)
-    return _least_padded(cost, capacity, penalty)
+    jitter = None if rng is None else (CUT_JITTER * max_tokens, rng)
+    return _least_padded(cost, capacity, penalty, jitter)
 
 
-def _least_padded(cost: np.ndarray, capacity: np.ndarray, penalty: float) -> np.ndarray:
+def _least_padded(
+    cost: np.ndarray,
+    capacity: np.ndarray,
+    penalty: float,
+    jitter: tuple[float, np.random.Generator] | None = None,
+) -> np.ndarray:
     """Boundaries ``0 = b_0 < ... < b_K = n`` minimising the sum over batches of (examples x
     ``cost`` at the batch's last position) + ``penalty``, each batch at most ``capacity`` (at its
-    last position) examples; ``cost`` non-decreasing, ``capacity`` non-increasing.
+    last position) examples; ``cost`` non-decreasing, ``capacity`` non-increasing. With
+    ``jitter = (most, rng)``, a boundary at the end of each run of equal ``cost`` costs a
+    random 0 .. ``most`` more.
 
     ``best[j]``, the least cost of the first ``j`` positions, is ``min over i in [j - cap, j)
     of best[i] + (j - i) w + penalty``. Inside a run of equal ``w`` and ``cap`` from position
@@ -301,6 +318,7 @@ def _least_padded(cost: np.ndarray, capacity: np.ndarray, penalty: float) -> np.
     run_starts = np.flatnonzero(np.concatenate([[True], cost[1:] != cost[:-1]]))
     runs = list(zip(run_starts.tolist(), np.append(run_starts[1:], n).tolist(), strict=True))
     caps = capacity[run_starts].tolist()
+    extra = None if jitter is None else jitter[1].random(len(runs)) * jitter[0]
     origins = []  # per run: where the batch ending at each of its first `cap` positions starts
     for (p, q), cap in zip(runs, caps, strict=True):
         w = float(cost[p])
@@ -320,6 +338,8 @@ def _least_padded(cost: np.ndarray, capacity: np.ndarray, penalty: float) -> np.
         if q - p > first:  # the last `cap` values, periodic after the first block
             k = np.arange(max(first, q - p - cap), q - p)
             best[p + 1 + k[0] : q + 1] = g[k % cap] + penalty * (k // cap) + (p + 1 + k) * w
+        if extra is not None:
+            best[q] += extra[len(origins) - 1]  # what a cut at the run's end costs more
     bounds, j, run = [n], n, len(runs) - 1
     while j > 0:
         while runs[run][0] >= j:  # the run holding position j - 1

@@ -66,7 +66,9 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             with the same capacity lays every batch out as planned, never in more rows.
     """
 
-    STATE_VERSION = 1
+    # 2: ties scattered arithmetically, token budgets cut where they pad least (issue 13). A
+    # state of another version would point at other batches of the same epoch.
+    STATE_VERSION = 2
 
     def __init__(
         self,
@@ -267,7 +269,9 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             )
         if state["version"] != self.STATE_VERSION:
             raise TextBatchError(
-                f"sampler state version {state['version']} is not {self.STATE_VERSION}."
+                f"sampler state version {state['version']} is not {self.STATE_VERSION}: it was "
+                "saved by a textbatch that plans epochs differently, so its position would point "
+                "at other batches. Resume with the textbatch that saved it, or start a new run."
             )
         differences = []
         if state["num_examples"] != len(self.lengths):
