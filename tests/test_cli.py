@@ -138,7 +138,7 @@ def test_empty_file_and_model_that_is_not_a_model(tmp_path, capsys):
     code, _, err = run(
         capsys, "predict", "--model", tmp_path, "--data", data, "--out", tmp_path / "p.csv"
     )
-    assert code == 2 and "no tokenizer found" in err
+    assert code == 2 and "is not a model folder" in err
 
 
 def test_corrupt_checkpoint_on_resume(files, tmp_path, capsys):
