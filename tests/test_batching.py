@@ -64,6 +64,11 @@ def test_tie_scatter_is_a_bijection_that_spreads_neighbours(n):
     assert sorted(images.tolist()) == list(range(n))
     again = TieScatter(n, np.random.default_rng(0)).all()
     assert images.tolist() == again.tolist()  # a function of the seed
+    values = np.arange(n, dtype=np.int64) * 3
+    assert scatter.gather(values, chunk=7).tolist() == values[images].tolist()
+    positions = np.arange(n, dtype=np.int64)[::-1].copy()
+    assert scatter(positions, in_place=True) is positions  # written over the positions
+    assert positions.tolist() == images[::-1].tolist()
     if n >= 1000:
         # neighbouring positions land far apart, and any 32 consecutive positions spread over
         # the whole dataset (no gap between their examples above a tenth of it)
@@ -81,6 +86,7 @@ def test_tie_scatter_of_very_many_positions_is_exact():
     positions = np.array([0, 1, 2, 12345678901, n - 2, n - 1], dtype=np.int64)
     expected = [(scatter.step * int(j) + scatter.offset) % n for j in positions]
     assert scatter(positions).tolist() == expected
+    assert scatter(positions, in_place=True).tolist() == expected
     assert np.gcd(scatter.step, n) == 1  # hence a bijection
 
 

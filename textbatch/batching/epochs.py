@@ -306,10 +306,10 @@ class EpochPlanner:
             # A fixed scattered order among equal lengths, so that neighbours never follow the
             # dataset's own order; length_order regroups them at random every epoch.
             self._ties = TieScatter(len(self.lengths), self._rng(0, _TIES))
-            self._tied_codes = self._codes[self._ties.all()]
+            self._tied_codes = self._ties.gather(self._codes)
             self._code_counts = np.bincount(self._codes, minlength=NUM_CODES)
         order = length_order(self._tied_codes, rng, reach, self._code_counts, still_runs)
-        return self._ties(order)
+        return self._ties(order, in_place=True)  # the order is ours: no second array
 
     def _plan_by_size(self, items: np.ndarray | None, rng: np.random.Generator | None) -> EpochPlan:
         assert self.options.batch_size is not None

@@ -129,20 +129,38 @@ class TieScatter:
         self.step = step % self.n if self.n > 1 else 0
         self.offset = int(rng.integers(self.n))
 
-    def __call__(self, positions: np.ndarray) -> np.ndarray:
-        """The examples (int64) at ``positions`` (int64, each in ``0 .. n - 1``)."""
+    def __call__(self, positions: np.ndarray, in_place: bool = False) -> np.ndarray:
+        """The examples (int64) at ``positions`` (int64, each in ``0 .. n - 1``); with
+        ``in_place``, written over ``positions`` (a fresh array of 10 million costs more than
+        the arithmetic on it)."""
         positions = np.asarray(positions, dtype=np.int64)
         if self.n <= _EXACT_PRODUCTS:  # step * position fits an int64
-            return (positions * self.step + self.offset) % self.n
+            out = positions if in_place else positions.copy()
+            out *= self.step
+            out += self.offset
+            return np.remainder(out, self.n, out=out)
         # Larger n (up to 2**46): multiply by step 16 bits at a time, reducing after each.
         out = np.zeros_like(positions)
         for shift in range((self.step.bit_length() - 1) // 16 * 16, -1, -16):
             out = (out * 2**16 + positions * ((self.step >> shift) & 0xFFFF)) % self.n
-        return (out + self.offset) % self.n
+        out = (out + self.offset) % self.n
+        if in_place:
+            positions[:] = out
+            return positions
+        return out
+
+    def gather(self, values: np.ndarray, chunk: int = 2**20) -> np.ndarray:
+        """``values`` (one per example) in position order: ``values[self(arange(n))]``,
+        a chunk of positions at a time."""
+        out = np.empty(self.n, dtype=values.dtype)
+        for start in range(0, self.n, chunk):
+            stop = min(start + chunk, self.n)
+            out[start:stop] = values[self(np.arange(start, stop, dtype=np.int64), in_place=True)]
+        return out
 
     def all(self) -> np.ndarray:
         """The examples at every position, in order: the bijection as an array."""
-        return self(np.arange(self.n, dtype=np.int64))
+        return self(np.arange(self.n, dtype=np.int64), in_place=True)
 
 
 _EXACT_PRODUCTS = 3_000_000_000  # n up to which n * n (> step * position + offset) fits an int64
