@@ -375,7 +375,8 @@ def test_least_padded_is_the_optimum(lengths, budget, cap, multiple, quadratic, 
     if capacity.min() < 1:
         return
     jitter = None if seed is None else (50.0, np.random.default_rng(seed))
-    bounds = _least_padded(cost, capacity, penalty, jitter)
+    starts = np.flatnonzero(np.concatenate([[True], cost[1:] != cost[:-1]]))
+    bounds = _least_padded(starts, cost[starts], capacity[starts], len(cost), penalty, jitter)
     sizes = np.diff(bounds)
     assert bounds[0] == 0 and bounds[-1] == len(lengths) and (sizes >= 1).all()
     assert (sizes <= capacity[bounds[1:] - 1]).all()

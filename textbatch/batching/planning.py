@@ -299,28 +299,33 @@ def least_padding_bounds(
     if n == 0:
         return np.zeros(1, dtype=np.int64)
     width = np.maximum.accumulate(ordered_lengths)
-    cost = batch_cost(width, pad_to_multiple_of, quadratic_length)  # per example, by position
+    starts = np.flatnonzero(width[1:] != width[:-1]) + 1
+    starts = np.concatenate([[0], starts])  # runs of equal running maxima
+    cost = batch_cost(width[starts], pad_to_multiple_of, quadratic_length)  # per example
     capacity = np.floor(max_tokens / cost).astype(np.int64)
     if max_examples is not None:
         capacity = np.minimum(capacity, max_examples)
     if capacity.min() < 1:
         raise TextBatchError("an example exceeds the token budget on its own; filter those first.")
+    merged = np.concatenate([[True], cost[1:] != cost[:-1]])  # equal cost after rounding
     penalty = max_tokens / 2 if batch_penalty is None else float(batch_penalty)
     jitter = None if rng is None else (CUT_JITTER * max_tokens, rng)
-    return _least_padded(cost, capacity, penalty, jitter)
+    return _least_padded(starts[merged], cost[merged], capacity[merged], n, penalty, jitter)
 
 
 def _least_padded(
+    starts: np.ndarray,
     cost: np.ndarray,
     capacity: np.ndarray,
+    n: int,
     penalty: float,
     jitter: tuple[float, np.random.Generator] | None = None,
 ) -> np.ndarray:
-    """Boundaries ``0 = b_0 < ... < b_K = n`` minimising the sum over batches of (examples x
-    ``cost`` at the batch's last position) + ``penalty``, each batch at most ``capacity`` (at its
-    last position) examples; ``cost`` non-decreasing, ``capacity`` non-increasing. With
-    ``jitter = (most, rng)``, a boundary at the end of each run of equal ``cost`` costs a
-    random 0 .. ``most`` more.
+    """Boundaries ``0 = b_0 < ... < b_K = n`` over ``n`` positions in runs from ``starts`` (each
+    with a ``cost`` per example, non-decreasing, and a ``capacity``, non-increasing),
+    minimising the sum over batches of (examples x the cost of the run of the batch's last
+    position) + ``penalty``, each batch at most that run's capacity. With ``jitter = (most,
+    rng)``, a boundary at the end of each run costs a random 0 .. ``most`` more.
 
     ``best[j]``, the least cost of the first ``j`` positions, is ``min over i in [j - cap, j)
     of best[i] + (j - i) w + penalty``. Inside a run of equal ``w`` and ``cap`` from position
@@ -330,16 +335,13 @@ def _least_padded(
     and last ``cap`` values are computed (the last for the runs after it); the work is the
     number of runs times the batch size, not the number of examples.
     """
-    n = len(cost)
     best = np.empty(n + 1, dtype=np.float64)  # only the values a later run reads are written
     best[0] = 0.0
-    run_starts = np.flatnonzero(np.concatenate([[True], cost[1:] != cost[:-1]]))
-    runs = list(zip(run_starts.tolist(), np.append(run_starts[1:], n).tolist(), strict=True))
-    caps = capacity[run_starts].tolist()
+    runs = list(zip(starts.tolist(), np.append(starts[1:], n).tolist(), strict=True))
+    caps = capacity.tolist()
     extra = None if jitter is None else jitter[1].random(len(runs)) * jitter[0]
     origins = []  # per run: where the batch ending at each of its first `cap` positions starts
-    for (p, q), cap in zip(runs, caps, strict=True):
-        w = float(cost[p])
+    for (p, q), cap, w in zip(runs, caps, cost.tolist(), strict=True):
         low = max(0, p - cap)
         before = (best[low : p + 1] - np.arange(low, p + 1) * w)[::-1]  # g(p), g(p - 1), ...
         suffix = np.minimum.accumulate(before)  # suffix[t]: least g over [p - t, p]
