@@ -432,6 +432,7 @@ def test_stats_output_says_more_than_the_cap(long_line_csv, tokenizer, tmp_path,
     out = capsys.readouterr().out
     assert f"max > {STATS_CAP_MIN:,}" in out
     assert f"{STATS_CAP_MIN + 1:,}" not in out  # never the internal count
+    assert f"1 example longer than {STATS_CAP_MIN:,} tokens was counted no further" in out
 
 
 def test_train_tokenizer_learns_from_the_start_of_a_huge_text():

@@ -94,8 +94,9 @@ def _cmd_stats(args: argparse.Namespace) -> None:
     )
     if lengths.get("over_cap"):
         print(
-            f"{lengths['over_cap']:,} examples longer than {lengths['cap']:,} tokens were "
-            "counted no further"
+            f"{lengths['over_cap']:,} example{'s' * (lengths['over_cap'] != 1)} longer than "
+            f"{lengths['cap']:,} tokens {'was' if lengths['over_cap'] == 1 else 'were'} counted "
+            "no further"
         )
     print(
         f"longer than --max-length {args.max_length}: {lengths['truncated']:,} examples "
