@@ -137,7 +137,7 @@ def worker(args: argparse.Namespace) -> None:
     datasets.disable_progress_bars()
     tokenizer = load_tokenizer(args.tokenizer)
     out: dict[str, Any] = {"affinity": sorted(os.sched_getaffinity(0))}
-    for name in ("short", "long"):
+    for name in args.sets:
         csv_path = Path(args.data) / f"{name}.csv"
         records = json.loads((Path(args.data) / f"{name}.json").read_text(encoding="utf-8"))
         work = Path(tempfile.mkdtemp(prefix=f"tokenize-{name}-", dir=args.data))
@@ -200,6 +200,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="rounds on the short texts")
     parser.add_argument("--long-repeats", type=int, default=3, help="rounds on the long texts")
     parser.add_argument("--cores", type=int, nargs="*", help="default: 1, 2, 4, ... all")
+    parser.add_argument("--sets", nargs="+", default=["short", "long"], choices=["short", "long"])
     parser.add_argument("--out", help="default: benchmarks/results/tokenize.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -216,7 +217,7 @@ def main() -> None:
     data = Path(tempfile.mkdtemp(prefix="textbatch-tokenize-bench-"))
     try:
         short = make_corpus(args.short, seed=0)
-        long = long_records(args.long, args.long_words)
+        long = long_records(args.long, args.long_words) if "long" in args.sets else []
         for name, records in (("short", short), ("long", long)):
             (data / f"{name}.json").write_text(json.dumps(records), encoding="utf-8")
             write_csv(data / f"{name}.csv", records)
@@ -234,6 +235,7 @@ def main() -> None:
                 sys.executable, __file__, "--worker", "--data", str(data),
                 "--tokenizer", str(data / "tokenizer"), "--max-length", str(args.max_length),
                 "--repeats", str(args.repeats), "--long-repeats", str(args.long_repeats),
+                "--sets", *args.sets,
             ]  # fmt: skip
             pinned = sorted(os.sched_getaffinity(0))[:cores]
             print(f"{cores} core(s): cpus {pinned} ...", flush=True)
@@ -246,7 +248,7 @@ def main() -> None:
                 preexec_fn=lambda pinned=pinned: os.sched_setaffinity(0, pinned),
             )
             runs[cores] = json.loads(result.stdout.strip().splitlines()[-1])
-            for name in ("short", "long"):
+            for name in args.sets:
                 runs[cores][name]["summary"] = summarise(runs[cores][name]["seconds"])
                 show(cores, name, runs[cores][name])
     finally:
@@ -256,7 +258,7 @@ def main() -> None:
             method: {str(cores): runs[cores][name]["summary"][method]["median_s"] for cores in runs}
             for method in runs[min(runs)][name]["summary"]
         }
-        for name in ("short", "long")
+        for name in args.sets
     }
     print("\nScaling (median seconds by cores):")
     for name, table in scaling.items():
@@ -271,6 +273,7 @@ def main() -> None:
                 "max_length": args.max_length,
                 "repeats": args.repeats,
                 "long_repeats": args.long_repeats,
+                "sets": args.sets,
             },
             "runs": {str(cores): run for cores, run in runs.items()},
             "scaling": scaling,

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from textbatch.errors import TextBatchError
+
 # Post-processors that give every token of a single text token type 0 (TemplateProcessing when
 # its single-text template says so).
 _ZERO_TYPE_PROCESSORS = {"BertProcessing", "RobertaProcessing", "ByteLevel"}
@@ -144,7 +146,10 @@ def token_arrays(encodings: Sequence[Any], *, type_ids: bool, zero_types: bool) 
     np.cumsum(lengths, out=offsets[1:])
     total = int(offsets[-1])
     if total > np.iinfo(np.int32).max:
-        raise OverflowError(f"{total} tokens in one batch do not fit Arrow's 32-bit offsets")
+        raise TextBatchError(
+            f"{total:,} tokens in one batch of {len(encodings)} texts are more than Arrow's "
+            "32-bit offsets hold; pass a smaller max_length."
+        )
     arrow_offsets = pa.array(offsets.astype(np.int32))
     flat: list[int] = []
     for encoding in encodings:
