@@ -20,31 +20,24 @@ core), so that the Rust thread pool starts with that size, and times, in interle
 - ``from_file_cached``: the reload that finds the tokenised cache (checksums checked).
 
 Ratios are medians of each method over the median of ``encode_batch`` in the same process.
-Run: python benchmarks/tokenize.py [--repeats 5] [--long-repeats 3] [--cores 1 2] [--out FILE]
+Run: python benchmarks/tokenizing.py [--repeats 5] [--long-repeats 3] [--cores 1 2] [--out FILE]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-# This file is named tokenize.py, as is a module of the standard library that Python imports
-# itself (linecache, inspect): search this folder after the standard library, not before it.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-if sys.path and os.path.abspath(sys.path[0] or ".") == _HERE:
-    sys.path.append(sys.path.pop(0))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 SHORT, LONG, LONG_WORDS, MAX_LENGTH = 60_000, 6_000, 3_000, 512
 
