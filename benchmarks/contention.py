@@ -12,6 +12,7 @@ Settings (environment of the training process):
   textbatch    what ``textbatch train`` sets when the user's environment sets nothing
                (``textbatch.threads.cli_thread_environment``)
   passive      OMP_WAIT_POLICY=PASSIVE
+  short_spin   GOMP_SPINCOUNT=10000 (spin briefly, then sleep; the default spins 300,000 times)
   one_thread   OMP_NUM_THREADS=1
 
 Run: python benchmarks/contention.py [--examples 6000] [--max-length 256] [--repeats 3]
@@ -34,6 +35,7 @@ SETTINGS = {
     "default": {},
     "textbatch": None,  # filled from textbatch.threads at run time
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "short_spin": {"GOMP_SPINCOUNT": "10000"},
     "one_thread": {"OMP_NUM_THREADS": "1"},
 }
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
