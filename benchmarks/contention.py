@@ -7,11 +7,12 @@ script measures how much, and which policy avoids it. Each setting runs in a fre
 OpenMP runtime reads its environment once, when torch loads), interleaved and repeated; the
 busy process is a bounded loop (it stops at the end of the run, or after --busy-seconds).
 
-Settings (environment of the training process):
-  default      what a plain ``python`` process gets (torch's thread count, OpenMP spin-waiting)
-  textbatch    what ``textbatch train`` sets when the user's environment sets nothing
-               (``textbatch.threads.cli_thread_environment``)
-  passive      OMP_WAIT_POLICY=PASSIVE
+Settings (the training process's environment, and fit's ``threads``):
+  default      what a plain torch loop gets: torch's thread count, OpenMP spin-waiting
+               (fit(threads=None))
+  textbatch    what ``fit`` and ``textbatch train`` do by default: fit(threads="auto") times a
+               few passes at torch's thread count and at fewer, and trains with the fastest
+  passive      OMP_WAIT_POLICY=PASSIVE (threads sleep at a barrier instead of spinning)
   short_spin   GOMP_SPINCOUNT=10000 (spin briefly, then sleep; the default spins 300,000 times)
   one_thread   OMP_NUM_THREADS=1
 
@@ -31,17 +32,17 @@ from pathlib import Path
 
 from _common import save
 
-SETTINGS = {
-    "default": {},
-    "textbatch": None,  # filled from textbatch.threads at run time
-    "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "short_spin": {"GOMP_SPINCOUNT": "10000"},
-    "one_thread": {"OMP_NUM_THREADS": "1"},
+SETTINGS = {  # name: (environment, fit's threads)
+    "default": ({}, None),
+    "textbatch": ({}, "auto"),
+    "passive": ({"OMP_WAIT_POLICY": "PASSIVE"}, None),
+    "short_spin": ({"GOMP_SPINCOUNT": "10000"}, None),
+    "one_thread": ({"OMP_NUM_THREADS": "1"}, None),
+    "fit_one": ({}, "1"),
 }
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS")
 
 
-def worker(examples: int, max_length: int, sampler: str) -> None:
+def worker(examples: int, max_length: int, sampler: str, threads: str | None) -> None:
     """One epoch; prints its seconds as JSON (run in a fresh process per setting)."""
     import torch
 
@@ -60,8 +61,8 @@ def worker(examples: int, max_length: int, sampler: str) -> None:
         len(tokenizer), train.num_labels, dim=64, encoder="transformer", num_layers=1,
         max_length=max_length,
     )  # fmt: skip
-    history = fit(model, loader, epochs=1, lr=3e-3, progress=False, log=False)
-    print(json.dumps({"seconds": history[0]["seconds"], "threads": torch.get_num_threads()}))
+    history = fit(model, loader, epochs=1, lr=3e-3, progress=False, log=True, threads=threads)
+    print(json.dumps({"seconds": history[0]["seconds"], "threads": history[0]["threads"]}))
 
 
 def busy_loop(seconds: float) -> subprocess.Popen:
@@ -70,11 +71,14 @@ def busy_loop(seconds: float) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", code])
 
 
-def run_once(setting: dict[str, str], args: argparse.Namespace, sampler: str, busy: bool) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
-    env.update(setting)
+def run_once(name: str, args: argparse.Namespace, sampler: str, busy: bool) -> dict:
+    from textbatch.training.threads import USER_THREAD_VARIABLES
+
+    environment, threads = SETTINGS[name]
+    env = {k: v for k, v in os.environ.items() if k not in USER_THREAD_VARIABLES}
+    env.update(environment)
     command = [sys.executable, __file__, "--worker", sampler, "--examples", str(args.examples)]
-    command += ["--max-length", str(args.max_length)]
+    command += ["--max-length", str(args.max_length), "--threads", str(threads)]
     loop = busy_loop(args.busy_seconds) if busy else None
     try:
         started = time.perf_counter()
@@ -97,16 +101,16 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=["bucket", "random"])
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", help=argparse.SUPPRESS)
     parser.add_argument("--out", help="JSON file (default benchmarks/results/contention.json)")
     args = parser.parse_args()
     if args.worker:
-        worker(args.examples, args.max_length, args.worker)
+        threads = None if args.threads == "None" else args.threads
+        threads = int(threads) if threads and threads.isdigit() else threads
+        worker(args.examples, args.max_length, args.worker, threads)
         return
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from textbatch.threads import cli_thread_environment
-
-    SETTINGS["textbatch"] = cli_thread_environment({})
     runs: dict[str, list[float]] = {}
     cases = [
         (sampler, name, busy)
@@ -116,7 +120,7 @@ def main() -> None:
     ]
     for repeat in range(args.repeats):
         for sampler, name, busy in cases[repeat % len(cases) :] + cases[: repeat % len(cases)]:
-            record = run_once(SETTINGS[name], args, sampler, busy)
+            record = run_once(name, args, sampler, busy)
             key = f"{sampler}/{name}/{'busy' if busy else 'quiet'}"
             runs.setdefault(key, []).append(record["seconds"])
             print(f"{key:28s} {record['seconds']:7.1f} s (threads {record['threads']})", flush=True)

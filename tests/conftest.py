@@ -72,3 +72,13 @@ def tiny_bert_dir(tmp_path_factory, tokenizer):
     BertModel(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def fixed_threads(monkeypatch):
+    """Tests that compare two runs bit for bit need both to train with the same thread count:
+    with ``OMP_NUM_THREADS`` set, ``fit(threads="auto")`` keeps torch's count instead of
+    timing the machine (tests of the measuring itself remove it)."""
+    import torch
+
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))

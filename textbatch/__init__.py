@@ -2,8 +2,7 @@
 
 The public API, re-exported from the layers (``data`` -> ``batching`` -> ``models`` ->
 ``training`` -> ``hf``); see docs/ARCHITECTURE.md. Names load on first use, so that
-``import textbatch`` imports neither torch nor transformers until they are needed (and the
-command line can choose OpenMP's thread policy before torch loads: ``textbatch.threads``).
+``import textbatch`` imports neither torch nor transformers until they are needed.
 """
 
 from __future__ import annotations

@@ -61,6 +61,13 @@ def device_name(text: str) -> str:
     return text
 
 
+def thread_count(text: str) -> str:
+    """``auto`` or a positive whole number (argparse type)."""
+    if text != "auto" and not (text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count: use auto or e.g. 2")
+    return text
+
+
 def encoding_name(text: str) -> str:
     """An encoding Python knows, e.g. ``utf-8``, ``latin-1``, ``cp1252`` (argparse type)."""
     import codecs
@@ -224,6 +231,13 @@ class TrainConfig:
     )
     device: str = option(
         "auto", parse=device_name, help="auto (CUDA when present), cpu, cuda", decides_run=False
+    )
+    threads: str = option(
+        "auto",
+        parse=thread_count,
+        help="CPU threads to train with; auto (default): measured at the start, fewer when "
+        "another process is using the CPU; an OMP_NUM_THREADS you set wins",
+        decides_run=False,
     )
     drop_invalid: bool = option(
         False, help="drop rows with missing or empty text or label instead of stopping"

@@ -132,6 +132,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> 
         progress=config.progress,
         config=config.identity(),
         on_epoch_end=_keep_best(out),
+        threads="auto" if config.threads == "auto" else int(config.threads),
     )
     best = best_epoch(history)
     metrics = {

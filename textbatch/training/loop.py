@@ -14,7 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from textbatch.training.checkpoint import (
     set_rng_states,
 )
 from textbatch.training.defaults import BACKBONE_HEAD_LR, BACKBONE_LR, SCRATCH_LR
+from textbatch.training.threads import candidate_threads, choose_threads, user_chose_threads
 
 
 class TrainingDiverged(TextBatchError):
@@ -253,6 +254,7 @@ def fit(
     batches_per_epoch: int | None = None,
     config: dict[str, Any] | None = None,
     on_epoch_end: Callable[[list[dict[str, Any]], torch.nn.Module], None] | None = None,
+    threads: int | str | None = "auto",
 ) -> list[dict[str, Any]]:
     """Train ``model`` on ``train_loader`` for ``epochs`` epochs; return the history.
 
@@ -290,12 +292,18 @@ def fit(
         on_epoch_end: called on rank 0 as ``on_epoch_end(history, model)`` after each epoch's
             evaluation (``history[-1]`` is that epoch's record) and before its checkpoint, so
             that what it writes (e.g. the best model so far) is never behind a checkpoint.
+        threads: torch's intra-op threads on the CPU for the run (put back afterwards).
+            ``"auto"``: time a few passes of the first batch at torch's thread count and at
+            fewer, and train with the fastest (``textbatch.training.threads``); a resumed run
+            keeps the count its checkpoint was trained with. It does nothing when the
+            environment sets ``OMP_NUM_THREADS`` (or another OpenMP thread variable), on CUDA
+            and across ranks. An int: that many. None: torch's setting as it is.
 
     The history holds one record per epoch: ``train_loss`` (mean per sequence), the
     evaluation's ``eval_accuracy``, ``eval_macro_f1`` and ``eval_loss``, ``seconds``,
-    ``tokens_per_second`` (real tokens) and ``padding`` (share of padded positions).
-    On the CPU the same seed gives the same result, and a resumed run the same as an unbroken
-    one.
+    ``tokens_per_second`` (real tokens), ``padding`` (share of padded positions) and
+    ``threads``. On the CPU the same seed and thread count give the same result, and a resumed
+    run the same as an unbroken one.
     """
     positive_int("epochs", epochs, allow_none=False)
     positive_int("grad_accum", grad_accum, allow_none=False)
@@ -304,6 +312,7 @@ def fit(
     positive_int("batches_per_epoch", batches_per_epoch)
     if resume and out_dir is None:
         raise TextBatchError("resume=True needs out_dir, where the checkpoints are.")
+    _check_threads(threads)
     device = resolve_device(device)
     set_seed(seed)
     main = is_main_process()
@@ -358,34 +367,40 @@ def fit(
         if main:
             remove_leftovers(checkpoints)
     state = run.state
-
-    stepper = _Stepper(model, optimizer, scheduler, scaler, max_grad_norm, grad_accum, device, amp)
-    for epoch in range(state["epoch"], epochs):
-        _set_epoch(train_loader, epoch)
-        iterator = run.start_epoch(resumed_rng)
-        resumed_rng = None
-        meter = state["meter"] or {"loss": 0.0, "sequences": 0.0, "real": 0.0, "padded": 0.0}
-        meter.setdefault("seconds", 0.0)
-        bar = _progress(progress and main, batches_per_epoch - state["position"], epoch, epochs)
-        stopped = _train_epoch(
-            run, stepper, iterator, meter, bar, stop_after_steps, checkpoint_every
-        )
-        if stopped:
-            return state["history"]
-        record = _epoch_record(epoch, meter, device)
-        if eval_loader is not None:
-            metrics = evaluate(model, eval_loader, device, amp)
-            record.update({f"eval_{k}": v for k, v in metrics.items() if k != "examples"})
-        state["history"].append(record)
-        state.update(epoch=epoch + 1, position=0, meter=None)
-        if main:
-            if log:
-                print(_describe(record, epochs))
-            if on_epoch_end is not None:
-                on_epoch_end(state["history"], _unwrap(model))
-            if out_dir is not None:
-                write_json(Path(out_dir) / "history.json", state["history"])
-        run.save(None)
+    stepper = _Stepper(
+        model, optimizer, scheduler, scaler, max_grad_norm, grad_accum, device, amp, log and main
+    )
+    original_threads = torch.get_num_threads()
+    try:
+        _start_threads(threads, device, state)
+        for epoch in range(state["epoch"], epochs):
+            _set_epoch(train_loader, epoch)
+            iterator = run.start_epoch(resumed_rng)
+            resumed_rng = None
+            meter = state["meter"] or {"loss": 0.0, "sequences": 0.0, "real": 0.0, "padded": 0.0}
+            meter.setdefault("seconds", 0.0)
+            bar = _progress(progress and main, batches_per_epoch - state["position"], epoch, epochs)
+            stopped = _train_epoch(
+                run, stepper, iterator, meter, bar, stop_after_steps, checkpoint_every
+            )
+            if stopped:
+                break
+            record = {**_epoch_record(epoch, meter, device), "threads": state["threads"]}
+            if eval_loader is not None:
+                metrics = evaluate(model, eval_loader, device, amp)
+                record.update({f"eval_{k}": v for k, v in metrics.items() if k != "examples"})
+            state["history"].append(record)
+            state.update(epoch=epoch + 1, position=0, meter=None)
+            if main:
+                if log:
+                    print(_describe(record, epochs))
+                if on_epoch_end is not None:
+                    on_epoch_end(state["history"], _unwrap(model))
+                if out_dir is not None:
+                    write_json(Path(out_dir) / "history.json", state["history"])
+            run.save(None)
+    finally:
+        torch.set_num_threads(original_threads)
     return state["history"]
 
 
@@ -402,10 +417,27 @@ class _Stepper:
     grad_accum: int
     device: torch.device
     amp: bool
+    log: bool
 
     def step(self, window: list[dict[str, torch.Tensor]], meter: dict[str, float], where: str):
         _train_window(self.model, window, self.scaler, self.device, self.amp, meter, where)
         _optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, self.max_grad_norm)
+
+    def choose_threads(self, batch: dict[str, torch.Tensor]) -> int:
+        """Measure which thread count trains ``batch`` fastest (``threads="auto"``), set it
+        and return it; the passes leave the model, its gradients and the RNG as they were."""
+        _sequences(batch)  # a batch without labels fails here as it would in training
+        batch = to_device(batch, self.device)
+        available = torch.get_num_threads()
+        with _leaving_no_trace(self.model):
+            choice = choose_threads(
+                lambda: _backward_pass(self.model, batch),
+                candidate_threads(available),
+                torch.set_num_threads,
+            )
+        if self.log and choice.threads != available:
+            print(choice.describe(available))
+        return choice.threads
 
 
 def _train_epoch(
@@ -424,6 +456,8 @@ def _train_epoch(
     stepper.model.train()
     try:
         for window in _windows(iterator, stepper.grad_accum):
+            if state["threads"] is None:  # threads="auto", not yet measured
+                state["threads"] = stepper.choose_threads(window[0])
             where = f"epoch {state['epoch'] + 1}, step {state['step'] + 1}"
             stepper.step(window, meter, where)
             state["step"] += 1
@@ -467,6 +501,7 @@ class _Run:
             "step": 0,  # optimizer steps
             "history": [],
             "meter": None,
+            "threads": None,  # torch's thread count for the run (fit's threads)
             "run_id": uuid.uuid4().hex,
         }
         self.epoch_rng: dict[str, Any] = {}  # the RNG states when the current epoch began
@@ -605,6 +640,52 @@ def _train_window(
         meter["sequences"] += count
         meter["real"] += real
         meter["padded"] += padded
+
+
+def _check_threads(threads: Any) -> None:
+    valid = threads is None or threads == "auto"
+    valid |= isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1
+    if not valid:
+        raise TextBatchError(
+            f"threads={threads!r} must be 'auto' (measure at the start), a positive int or None "
+            "(leave torch's setting)."
+        )
+
+
+def _start_threads(threads: int | str | None, device: torch.device, state: dict[str, Any]) -> None:
+    """Set torch's thread count for the run and record it in ``state["threads"]``; None there
+    means ``"auto"`` still has to measure it (at the first batch)."""
+    if isinstance(threads, int):
+        torch.set_num_threads(threads)
+    elif threads == "auto" and state.get("threads"):
+        torch.set_num_threads(state["threads"])  # a resumed run: what its checkpoint trained with
+        return
+    elif threads == "auto":
+        measurable = device.type == "cpu" and world()[1] == 1 and not user_chose_threads()
+        if measurable and torch.get_num_threads() > 1:
+            state["threads"] = None
+            return
+    state["threads"] = torch.get_num_threads()
+
+
+@contextmanager
+def _leaving_no_trace(model: torch.nn.Module) -> Iterator[None]:
+    """Passes that change nothing: dropout off, the RNG and every gradient put back after."""
+    gradients = [(parameter, parameter.grad) for parameter in model.parameters()]
+    training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        for parameter, gradient in gradients:
+            parameter.grad = gradient
+        model.train(training)
+
+
+def _backward_pass(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
+    model.zero_grad(set_to_none=True)
+    model(**batch).loss.backward()
 
 
 def _sequences(batch: dict[str, torch.Tensor]) -> int:

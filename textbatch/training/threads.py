@@ -1,0 +1,96 @@
+"""How many threads ``fit`` trains with on the CPU: measured at the start of a run.
+
+Bucketed batches are small and of varying width, so a training step runs many short ops, each
+ending at an OpenMP barrier where the threads wait for each other. When another process takes a
+core, the thread that lost it holds up every op (measured on 2 cores: a bucketed epoch 3x slower
+beside one busy process); with fewer threads there is no one to wait for. So ``fit`` times a few
+forward and backward passes of its first batch at torch's thread count and at fewer, and trains
+with the fastest (fewer only when clearly faster). Those passes leave no trace (no optimizer
+step, dropout off, gradients and random state put back). The choice holds for the whole run and
+is saved in its checkpoints, so that a resumed run computes what the unbroken one did: results
+differ in the last digits between thread counts (LayerNorm's backward sums per thread).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+# Variables that set OpenMP's threads or waiting; when the user sets any, fit leaves threads alone.
+USER_THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OMP_WAIT_POLICY",
+    "GOMP_SPINCOUNT",
+    "KMP_BLOCKTIME",
+)
+CLEARLY_FASTER = 1.15  # fewer threads win only when this much faster
+DECISIVE = 2.0  # one round is enough when a count is this much faster than another
+SHORTEST_PASS = 0.01  # seconds: passes this quick are not worth choosing for
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The thread count chosen, the fastest pass measured at each count tried and the time
+    all the passes took (seconds)."""
+
+    threads: int
+    seconds: dict[int, float]
+    measuring: float = 0.0
+
+    def describe(self, available: int) -> str:
+        """One line for the run's log."""
+        if self.threads == available:
+            return f"threads: {available}"
+        speedup = self.seconds[available] / self.seconds[self.threads]
+        return (
+            f"threads: {self.threads} of {available} (a training pass measured {speedup:.1f}x "
+            f"faster than with {available} in {self.measuring:.2f} s: another process is using "
+            f"the CPU; --threads {available} or OMP_NUM_THREADS={available} keeps {available})"
+        )
+
+
+def user_chose_threads(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the environment sets any of :data:`USER_THREAD_VARIABLES`."""
+    environ = os.environ if environ is None else environ
+    return any(name in environ for name in USER_THREAD_VARIABLES)
+
+
+def candidate_threads(available: int) -> list[int]:
+    """Thread counts worth trying, most first: all of them, half, one."""
+    return sorted({available, max(1, available // 2), 1}, reverse=True)
+
+
+def choose_threads(
+    one_pass: Callable[[], None],
+    candidates: Sequence[int],
+    set_threads: Callable[[int], None],
+    rounds: int = 2,
+    clock: Callable[[], float] = time.perf_counter,
+) -> ThreadChoice:
+    """Time ``one_pass`` at each of ``candidates`` (most threads first), ``rounds`` times after
+    one warm-up pass, and choose: the most threads, unless fewer are :data:`CLEARLY_FASTER`.
+    Stops after a round when passes are shorter than :data:`SHORTEST_PASS` (nothing to win) or
+    one count is :data:`DECISIVE`. Leaves the chosen count set."""
+    most, began = candidates[0], clock()
+    set_threads(candidates[-1])
+    one_pass()  # warm-up: the first pass also allocates
+    seconds: dict[int, float] = {}
+    for _ in range(rounds):
+        for threads in candidates:
+            set_threads(threads)
+            started = clock()
+            one_pass()
+            elapsed = clock() - started
+            seconds[threads] = min(elapsed, seconds.get(threads, elapsed))
+        fastest, slowest = min(seconds.values()), max(seconds.values())
+        if seconds[most] < SHORTEST_PASS or slowest >= DECISIVE * fastest:
+            break
+    chosen = most
+    for threads in candidates[1:]:
+        if seconds[most] >= SHORTEST_PASS and seconds[threads] * CLEARLY_FASTER < seconds[chosen]:
+            chosen = threads
+    set_threads(chosen)
+    return ThreadChoice(chosen, seconds, clock() - began)
