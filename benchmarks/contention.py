@@ -88,8 +88,10 @@ def run_once(name: str, args: argparse.Namespace, sampler: str, busy: bool) -> d
         if loop is not None:
             loop.kill()
             loop.wait()
-    record = json.loads(result.stdout.strip().splitlines()[-1])
-    return {**record, "wall": wall}
+    lines = result.stdout.strip().splitlines()
+    record = json.loads(lines[-1])
+    choice = [line for line in lines if line.startswith("threads: ")]  # fit's log, when it chose
+    return {**record, "wall": wall, "choice": choice[0] if choice else None}
 
 
 def main() -> None:
@@ -112,6 +114,7 @@ def main() -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     runs: dict[str, list[float]] = {}
+    choices: dict[str, list[str | None]] = {}
     cases = [
         (sampler, name, busy)
         for sampler in args.samplers
@@ -123,21 +126,31 @@ def main() -> None:
             record = run_once(name, args, sampler, busy)
             key = f"{sampler}/{name}/{'busy' if busy else 'quiet'}"
             runs.setdefault(key, []).append(record["seconds"])
+            choices.setdefault(key, []).append(record["choice"])
             print(f"{key:28s} {record['seconds']:7.1f} s (threads {record['threads']})", flush=True)
+            if record["choice"]:
+                print(f"    {record['choice']}", flush=True)
 
     table = []
-    print(f"\n{'sampler':8s} {'setting':11s} {'quiet s':>8s} {'busy s':>8s} {'busy/quiet':>10s}")
+    print(
+        f"\n{'sampler':8s} {'setting':11s} {'quiet s':>8s} {'busy s':>8s} {'busy/quiet':>10s} "
+        f"{'busy/default quiet':>18s}"
+    )
     for sampler in args.samplers:
         for name in args.settings:
             quiet = statistics.median(runs[f"{sampler}/{name}/quiet"])
             busy = statistics.median(runs[f"{sampler}/{name}/busy"])
             row = {"sampler": sampler, "setting": name, "quiet": quiet, "busy": busy}
             row["busy_over_quiet"] = busy / quiet
-            row["quiet_over_default_quiet"] = quiet / statistics.median(
-                runs[f"{sampler}/default/quiet"]
-            )
+            default_runs = runs.get(f"{sampler}/default/quiet")  # absent unless measured
+            default_quiet = statistics.median(default_runs) if default_runs else float("nan")
+            row["quiet_over_default_quiet"] = quiet / default_quiet
+            row["busy_over_default_quiet"] = busy / default_quiet
             table.append(row)
-            print(f"{sampler:8s} {name:11s} {quiet:8.1f} {busy:8.1f} {busy / quiet:10.2f}")
+            print(
+                f"{sampler:8s} {name:11s} {quiet:8.1f} {busy:8.1f} {busy / quiet:10.2f} "
+                f"{busy / default_quiet:18.2f}"
+            )
     save(
         "contention",
         {
@@ -146,6 +159,7 @@ def main() -> None:
             "repeats": args.repeats,
             "settings": SETTINGS,
             "runs": runs,
+            "choices": choices,
             "table": table,
         },
         args.out,

@@ -23,15 +23,16 @@ TIMING = ("seconds", "tokens_per_second")
 class FakeMachine:
     """A pass that takes ``seconds[threads]`` on a clock that only passes do advance."""
 
-    def __init__(self, seconds: dict[int, float]) -> None:
+    def __init__(self, seconds: dict[int, float], blips: dict[int, float] | None = None) -> None:
         self.seconds, self.threads, self.now, self.passes = seconds, max(seconds), 0.0, []
+        self.blips = blips or {}  # pass number: extra seconds (another process, for a moment)
 
     def set_threads(self, threads: int) -> None:
         self.threads = threads
 
     def one_pass(self) -> None:
+        self.now += self.seconds[self.threads] + self.blips.get(len(self.passes), 0.0)
         self.passes.append(self.threads)
-        self.now += self.seconds[self.threads]
 
     def choose(self) -> ThreadChoice:
         candidates = sorted(self.seconds, reverse=True)
@@ -57,13 +58,25 @@ def test_choose_threads_takes_fewer_only_when_clearly_faster(seconds, chosen):
     assert choice.seconds == pytest.approx(seconds)
 
 
-def test_choose_threads_stops_after_one_round_when_the_answer_is_clear():
+def test_choose_threads_stops_after_two_rounds_when_the_answer_is_clear():
     decisive = FakeMachine({2: 0.09, 1: 0.03})
     decisive.choose()
-    assert decisive.passes == [1, 2, 1]  # warm-up, then one round
+    assert decisive.passes == [1, 2, 1, 2, 1]  # warm-up, then two rounds
     close = FakeMachine({2: 0.03, 1: 0.04})
     close.choose()
-    assert close.passes == [1, 2, 1, 2, 1]  # warm-up, then two rounds
+    assert close.passes == [1, 2, 1, 2, 1, 2, 1]  # warm-up, then three rounds
+    short = FakeMachine({2: 0.002, 1: 0.001})
+    short.choose()
+    assert short.passes == [1, 2, 1]  # too short to matter: one round
+
+
+def test_one_slowed_pass_does_not_decide():
+    # Quiet machine (2 threads faster), but the first timed 2-thread pass (pass 1, after the
+    # warm-up) is slowed by a moment of load to 3x what one thread takes.
+    machine = FakeMachine({2: 0.030, 1: 0.040}, blips={1: 0.090})
+    choice = machine.choose()
+    assert choice.threads == 2
+    assert choice.seconds == pytest.approx({2: 0.030, 1: 0.040})
 
 
 def test_candidate_threads():

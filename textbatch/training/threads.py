@@ -27,7 +27,8 @@ USER_THREAD_VARIABLES = (
     "KMP_BLOCKTIME",
 )
 CLEARLY_FASTER = 1.15  # fewer threads win only when this much faster
-DECISIVE = 2.0  # one round is enough when a count is this much faster than another
+DECISIVE = 2.0  # two rounds are enough when a count is this much faster than another
+ROUNDS = 3  # rounds of one pass per count; the fastest pass of each count counts
 SHORTEST_PASS = 0.01  # seconds: passes this quick are not worth choosing for
 
 
@@ -67,18 +68,20 @@ def choose_threads(
     one_pass: Callable[[], None],
     candidates: Sequence[int],
     set_threads: Callable[[int], None],
-    rounds: int = 2,
+    rounds: int = ROUNDS,
     clock: Callable[[], float] = time.perf_counter,
 ) -> ThreadChoice:
     """Time ``one_pass`` at each of ``candidates`` (most threads first), ``rounds`` times after
     one warm-up pass, and choose: the most threads, unless fewer are :data:`CLEARLY_FASTER`.
-    Stops after a round when passes are shorter than :data:`SHORTEST_PASS` (nothing to win) or
-    one count is :data:`DECISIVE`. Leaves the chosen count set."""
+    Each count's fastest pass counts, so one pass slowed by a passing blip of load decides
+    nothing. Stops after the first round when passes are shorter than :data:`SHORTEST_PASS`
+    (nothing to win), after the second when one count is :data:`DECISIVE`. Leaves the chosen
+    count set."""
     most, began = candidates[0], clock()
     set_threads(candidates[-1])
     one_pass()  # warm-up: the first pass also allocates
     seconds: dict[int, float] = {}
-    for _ in range(rounds):
+    for done in range(1, rounds + 1):
         for threads in candidates:
             set_threads(threads)
             started = clock()
@@ -86,7 +89,7 @@ def choose_threads(
             elapsed = clock() - started
             seconds[threads] = min(elapsed, seconds.get(threads, elapsed))
         fastest, slowest = min(seconds.values()), max(seconds.values())
-        if seconds[most] < SHORTEST_PASS or slowest >= DECISIVE * fastest:
+        if seconds[most] < SHORTEST_PASS or (done >= 2 and slowest >= DECISIVE * fastest):
             break
     chosen = most
     for threads in candidates[1:]:
