@@ -32,6 +32,7 @@ import numpy as np
 from _common import corpus_dataset_and_tokenizer, save
 
 from textbatch import BucketBatchSampler
+from textbatch.batching.planning import token_budget_bounds
 from textbatch.batching.stats import padding_stats
 from textbatch.bench.baselines import hf_length_grouped_batches, random_batches, sorted_batches
 
@@ -202,16 +203,22 @@ def budget_table(lengths: np.ndarray, batch_size: int, budgets: tuple[int, ...])
         sampler = BucketBatchSampler(lengths, **options)
         epochs = [sampler.batches(e) for e in (0, 1)]
         stats = [padding_stats(lengths, b, max_tokens=budget) for b in epochs]
-        rows.append(
-            {
-                "mode": mode,
-                "value": budget or batch_size,
-                "waste": float(np.mean([s.waste for s in stats])),
-                "fill": None if budget is None else float(np.mean([s.fill for s in stats])),
-                "batches": stats[0].num_batches,
-                "shared_pairs": shared_pairs(*epochs, len(lengths)),
-            }
-        )
+        row = {
+            "mode": mode,
+            "value": budget or batch_size,
+            "waste": float(np.mean([s.waste for s in stats])),
+            "fill": None if budget is None else float(np.mean([s.fill for s in stats])),
+            "batches": stats[0].num_batches,
+            "shared_pairs": shared_pairs(*epochs, len(lengths)),
+        }
+        if budget is not None:
+            # Real (unpadded) tokens per budget, and the most any cut of the fully sorted
+            # lengths reaches: a greedy cut of a sorted order needs the fewest batches.
+            fewest = len(token_budget_bounds(np.sort(lengths), budget)) - 1
+            row["real_fill"] = float(lengths.sum() / (row["batches"] * budget))
+            row["fewest_batches"] = fewest
+            row["real_fill_at_fewest"] = float(lengths.sum() / (fewest * budget))
+        rows.append(row)
     return rows
 
 
@@ -274,7 +281,14 @@ def main() -> None:
         for row in padding[name]:
             print(f"  {row['strategy']:22s} waste {row['waste']:7.2%} ({row['batches']} batches)")
         for row in budgets[name]:
-            fill = "" if row["fill"] is None else f", fill {row['fill']:.1%}"
+            fill = (
+                ""
+                if row["fill"] is None
+                else (
+                    f", fill {row['fill']:.1%} (real tokens {row['real_fill']:.1%}; fewest batches "
+                    f"of a full sort {row['fewest_batches']}, real {row['real_fill_at_fewest']:.1%})"
+                )
+            )
             print(
                 f"  {row['mode']:10s} {row['value']:6d}  waste {row['waste']:7.2%}{fill}, "
                 f"{row['batches']} batches, pairs again next epoch {row['shared_pairs']:.3f}"
