@@ -285,8 +285,9 @@ def main() -> None:
                 ""
                 if row["fill"] is None
                 else (
-                    f", fill {row['fill']:.1%} (real tokens {row['real_fill']:.1%}; fewest batches "
-                    f"of a full sort {row['fewest_batches']}, real {row['real_fill_at_fewest']:.1%})"
+                    f", fill {row['fill']:.1%} (real tokens {row['real_fill']:.1%}; "
+                    f"fewest batches of a full sort {row['fewest_batches']}, "
+                    f"real {row['real_fill_at_fewest']:.1%})"
                 )
             )
             print(
