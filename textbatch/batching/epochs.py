@@ -190,6 +190,7 @@ class EpochPlanner:
         self._ties: TieScatter | None = None  # a fixed pseudo-random order among equal codes
         self._tied_codes: np.ndarray | None = None  # codes in that order
         self._code_counts: np.ndarray | None = None  # examples per code
+        self._narrow: np.ndarray | None = None  # the lengths in the narrowest type that holds them
 
     # ------------------------------------------------------------------ checks
     def _check_weights(self, weights: Any) -> np.ndarray | None:
@@ -337,11 +338,19 @@ class EpochPlanner:
         reach = np.minimum(self.per_batch_by_code, TOKEN_REACH)
         order = self._length_order(items, rng, reach, TOKEN_STILL_RUNS)
         alone = order[:0]
+        if self._narrow is None:
+            # int16 for most corpora: the gather below and the running maxima it feeds then
+            # write 4x fewer fresh bytes than int64 (2 x 60 MB less at 10 million lengths).
+            longest = int(self.lengths.max())
+            narrow = np.int16 if longest < 2**15 else np.int32 if longest < 2**31 else np.int64
+            self._narrow = self.lengths.astype(narrow)
+        ordered = self._narrow[order]
         if self.lengths.max() > self.longest_fit:  # only with oversized="alone"
-            fits = self.lengths[order] <= self.longest_fit
+            fits = ordered <= self.longest_fit
             order, alone = order[fits], order[~fits]  # each of those gets a batch of its own
+            ordered = ordered[fits]
         bounds = least_padding_bounds(
-            self.lengths[order],
+            ordered,
             self.options.max_tokens,
             self.options.batch_size,
             self.options.pad_to_multiple_of,

@@ -39,14 +39,16 @@ _TABLE_BELOW = 2**22  # lengths (tokens) up to which length_codes may use a look
 
 
 def _codes_of(lengths: np.ndarray) -> np.ndarray:
-    codes = np.minimum(lengths, EXACT_BELOW - 1)
+    # Written straight into uint16 (below 1,024 the value fits): no int64 temporary.
+    codes = np.empty(len(lengths), dtype=np.uint16)
+    np.minimum(lengths, EXACT_BELOW - 1, out=codes, casting="unsafe")
     long = lengths >= EXACT_BELOW
     if long.any():
         steps = np.log(lengths[long] / EXACT_BELOW) / _LOG_STEP
         codes[long] = EXACT_BELOW + np.minimum(
             steps.astype(np.int64), 2**CODE_BITS - 1 - EXACT_BELOW
         )
-    return codes.astype(np.uint16)
+    return codes
 
 
 def code_lower_bounds() -> np.ndarray:
