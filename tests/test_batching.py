@@ -393,6 +393,53 @@ def test_least_padded_is_the_optimum(lengths, budget, cap, multiple, quadratic, 
 
 @settings(max_examples=200, deadline=None)
 @given(
+    st.lists(st.integers(1, 120), min_size=1, max_size=300),
+    st.integers(120, 4000),
+    st.one_of(st.none(), st.integers(1, 80)),
+    st.floats(0, 3000),
+    st.one_of(st.none(), st.integers(0, 3)),
+    st.integers(0, 30),
+)
+def test_least_padded_gives_the_same_cuts_in_python_and_in_numpy(
+    lengths, budget, cap, penalty, seed, unsorted
+):
+    # Small runs take a plain-Python path (planning.PYTHON_CAPACITY); it must be the numpy
+    # path's arithmetic, not merely as good: a resumed run replans the same epoch.
+    from textbatch.batching import planning
+
+    lengths = np.sort(lengths)
+    lengths[:unsorted] = lengths[:unsorted][::-1]  # nearly sorted
+    rng = None if seed is None else np.random.default_rng
+    cuts = []
+    for threshold in (0, 10**9):  # all numpy, all Python
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(planning, "PYTHON_CAPACITY", threshold)
+            cuts.append(
+                planning.least_padding_bounds(
+                    lengths, budget, cap, batch_penalty=penalty, rng=rng and rng(seed)
+                )
+            )
+    np.testing.assert_array_equal(cuts[0], cuts[1])
+
+
+def test_least_padded_breaks_ties_alike_in_python_and_in_numpy(monkeypatch):
+    # Few distinct lengths, whole-number budgets and penalties: many cuts cost exactly the
+    # same, and both paths must take the same one.
+    from textbatch.batching import planning
+
+    rng = np.random.default_rng(0)
+    for _ in range(400):
+        lengths = np.sort(rng.integers(1, 6, int(rng.integers(1, 60))))
+        budget, penalty = int(rng.integers(6, 40)), float(rng.integers(0, 5))
+        cuts = []
+        for threshold in (0, 10**9):  # all numpy, all Python
+            monkeypatch.setattr(planning, "PYTHON_CAPACITY", threshold)
+            cuts.append(planning.least_padding_bounds(lengths, budget, batch_penalty=penalty))
+        np.testing.assert_array_equal(cuts[0], cuts[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
     st.lists(st.integers(1, 300), min_size=1, max_size=400),
     st.integers(300, 6000),
     st.one_of(st.none(), st.integers(1, 64)),

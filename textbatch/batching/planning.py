@@ -344,22 +344,8 @@ def _least_padded(
     extra = None if jitter is None else jitter[1].random(len(runs)) * jitter[0]
     origins = []  # per run: where the batch ending at each of its first `cap` positions starts
     for (p, q), cap, w in zip(runs, caps, cost.tolist(), strict=True):
-        low = max(0, p - cap)
-        before = (best[low : p + 1] - np.arange(low, p + 1) * w)[::-1]  # g(p), g(p - 1), ...
-        suffix = np.minimum.accumulate(before)  # suffix[t]: least g over [p - t, p]
-        fresh = np.concatenate([[True], before[1:] < suffix[:-1]])
-        suffix_at = p - np.maximum.accumulate(np.where(fresh, np.arange(len(before)), 0))
-        first = min(q - p, cap)
-        t = np.minimum(np.arange(cap - 1, cap - 1 - first, -1), len(before) - 1)
-        outside, outside_at = suffix[t], suffix_at[t]  # batches that start before the run
-        inside = penalty + outside[0]  # g(p + 1): a batch that starts at the run's start
-        use_inside = np.concatenate([[False], inside < outside[1:]])
-        g = penalty + np.where(use_inside, inside, outside)
-        origins.append(np.where(use_inside, p + 1, outside_at).tolist())
-        best[p + 1 : p + first + 1] = g + np.arange(p + 1, p + first + 1) * w
-        if q - p > first:  # the last `cap` values, periodic after the first block
-            k = np.arange(max(first, q - p - cap), q - p)
-            best[p + 1 + k[0] : q + 1] = g[k % cap] + penalty * (k // cap) + (p + 1 + k) * w
+        step = _run_in_python if cap <= PYTHON_CAPACITY else _run_in_numpy
+        origins.append(step(best, p, q, cap, w, penalty))
         if extra is not None:
             best[q] += extra[len(origins) - 1]  # what a cut at the run's end costs more
     bounds, j, run = [n], n, len(runs) - 1
@@ -375,6 +361,66 @@ def _least_padded(
         j = origins[run][k]
         bounds.append(j)
     return np.asarray(bounds[::-1], dtype=np.int64)
+
+
+PYTHON_CAPACITY = 48  # runs whose batches hold at most this many examples: plain Python
+
+
+def _run_in_numpy(best: np.ndarray, p: int, q: int, cap: int, w: float, penalty: float) -> list:
+    """One run of ``_least_padded`` (positions ``p .. q - 1``, capacity ``cap``, cost ``w``):
+    writes the run's first and last ``cap`` values of ``best`` and returns where the batch
+    ending at each of its first ``cap`` positions starts."""
+    low = max(0, p - cap)
+    before = (best[low : p + 1] - np.arange(low, p + 1) * w)[::-1]  # g(p), g(p - 1), ...
+    suffix = np.minimum.accumulate(before)  # suffix[t]: least g over [p - t, p]
+    fresh = np.concatenate([[True], before[1:] < suffix[:-1]])
+    suffix_at = p - np.maximum.accumulate(np.where(fresh, np.arange(len(before)), 0))
+    first = min(q - p, cap)
+    t = np.minimum(np.arange(cap - 1, cap - 1 - first, -1), len(before) - 1)
+    outside, outside_at = suffix[t], suffix_at[t]  # batches that start before the run
+    inside = penalty + outside[0]  # g(p + 1): a batch that starts at the run's start
+    use_inside = np.concatenate([[False], inside < outside[1:]])
+    g = penalty + np.where(use_inside, inside, outside)
+    best[p + 1 : p + first + 1] = g + np.arange(p + 1, p + first + 1) * w
+    if q - p > first:  # the last `cap` values, periodic after the first block
+        k = np.arange(max(first, q - p - cap), q - p)
+        best[p + 1 + k[0] : q + 1] = g[k % cap] + penalty * (k // cap) + (p + 1 + k) * w
+    return np.where(use_inside, p + 1, outside_at).tolist()
+
+
+def _run_in_python(best: np.ndarray, p: int, q: int, cap: int, w: float, penalty: float) -> list:
+    """``_run_in_numpy`` on Python floats, the same operations in the same order (so the same
+    values): for small capacities, where numpy's cost per call outweighs the work (most runs
+    of a token budget over long examples hold a few dozen at most)."""
+    low = max(0, p - cap)
+    known = best[low : p + 1].tolist()
+    suffix, suffix_at = [], []  # over t = 0, 1, ...: least g over [p - t, p], and where
+    least, where = 0.0, p
+    for t in range(p - low + 1):
+        value = known[p - t - low] - (p - t) * w  # g(p - t)
+        if t == 0 or value < least:
+            least, where = value, p - t
+        suffix.append(least)
+        suffix_at.append(where)
+    first = min(q - p, cap)
+    deepest = len(suffix) - 1
+    inside = penalty + suffix[min(cap - 1, deepest)]  # g(p + 1): a batch from the run's start
+    g, origins = [], []
+    for j in range(first):
+        t = min(cap - 1 - j, deepest)
+        if j and inside < suffix[t]:
+            g.append(penalty + inside)
+            origins.append(p + 1)
+        else:
+            g.append(penalty + suffix[t])
+            origins.append(suffix_at[t])
+    best[p + 1 : p + first + 1] = [g[j] + (p + 1 + j) * w for j in range(first)]
+    if q - p > first:  # the last `cap` values, periodic after the first block
+        ks = range(max(first, q - p - cap), q - p)
+        best[p + 1 + ks[0] : q + 1] = [
+            g[k % cap] + penalty * (k // cap) + (p + 1 + k) * w for k in ks
+        ]
+    return origins
 
 
 def split_for_replicas(
