@@ -15,6 +15,7 @@ Settings (the training process's environment, and fit's ``threads``):
   passive      OMP_WAIT_POLICY=PASSIVE (threads sleep at a barrier instead of spinning)
   short_spin   GOMP_SPINCOUNT=10000 (spin briefly, then sleep; the default spins 300,000 times)
   one_thread   OMP_NUM_THREADS=1
+  fit_one      fit(threads=1): one thread, set by fit after torch has loaded
 
 Run: python benchmarks/contention.py [--examples 6000] [--max-length 256] [--repeats 3]
 """

@@ -180,6 +180,7 @@ class EpochPlanner:
         self.lengths = as_lengths(lengths)
         if self.lengths.size == 0:
             raise TextBatchError("lengths is empty; the sampler needs at least one example.")
+        self.longest = int(self.lengths.max())  # tokens
         self.options = options
         self.weights = self._check_weights(weights)
         if options.num_samples is not None and self.weights is None:
@@ -341,11 +342,12 @@ class EpochPlanner:
         if self._narrow is None:
             # int16 for most corpora: the gather below and the running maxima it feeds then
             # write 4x fewer fresh bytes than int64 (2 x 60 MB less at 10 million lengths).
-            longest = int(self.lengths.max())
-            narrow = np.int16 if longest < 2**15 else np.int32 if longest < 2**31 else np.int64
+            narrow = (
+                np.int16 if self.longest < 2**15 else np.int32 if self.longest < 2**31 else np.int64
+            )
             self._narrow = self.lengths.astype(narrow)
         ordered = self._narrow[order]
-        if self.lengths.max() > self.longest_fit:  # only with oversized="alone"
+        if self.longest > self.longest_fit:  # only with oversized="alone"
             fits = ordered <= self.longest_fit
             order, alone = order[fits], order[~fits]  # each of those gets a batch of its own
             ordered = ordered[fits]
