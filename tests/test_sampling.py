@@ -583,3 +583,19 @@ def test_the_sampler_is_a_thin_iterator_over_a_pure_plan():
         options.seed = 4
     with pytest.raises(TextBatchError, match="mix"):
         SamplerOptions(batch_size=4, mix=-1)
+
+
+@pytest.mark.parametrize(
+    ("options", "num_replicas", "rank"),
+    [({"batch_size": 8}, 1, 0), ({"max_tokens": 512}, 1, 0), ({"batch_size": 4}, 2, 1)],
+)
+def test_typical_batch_is_the_one_of_mean_padded_size(options, num_replicas, rank):
+    lengths = np.random.default_rng(3).lognormal(np.log(20), 0.9, 500).clip(1, 200).astype(int)
+    sampler = BucketBatchSampler(lengths, num_replicas=num_replicas, rank=rank, seed=5, **options)
+    batches = sampler.batches()
+    padded = np.array([len(b) * lengths[b].max() for b in batches])
+    nearest = batches[int(np.argmin(np.abs(padded - padded.mean())))]
+    assert sampler.typical_batch() == nearest
+    # A long-tailed corpus: the typical batch is neither the smallest nor the largest.
+    assert padded.min() < len(nearest) * lengths[nearest].max() < padded.max()
+    assert sampler.typical_batch(epoch=1) in sampler.batches(epoch=1)

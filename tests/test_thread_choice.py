@@ -10,9 +10,12 @@ from textbatch import PaddingCollator, TextBatchError, TextDataset
 from textbatch.batching.loaders import make_loader
 from textbatch.models.classifiers import TextClassifier
 from textbatch.training import loop
+from textbatch.training import threads as thread_module
 from textbatch.training.threads import (
+    RECHECK_AFTER,
     USER_THREAD_VARIABLES,
     ThreadChoice,
+    ThreadWatch,
     candidate_threads,
     choose_threads,
 )
@@ -89,6 +92,29 @@ def test_the_log_line_says_why_and_how_to_keep_all_threads():
     line = ThreadChoice(1, {2: 0.09, 1: 0.03}).describe(2)
     assert "threads: 1 of 2" in line and "3.0x" in line and "--threads 2" in line
     assert ThreadChoice(2, {2: 0.03, 1: 0.04}).describe(2) == "threads: 2"
+
+
+def test_the_log_line_says_when_a_later_measurement_changes_the_count():
+    back = ThreadChoice(2, {2: 0.03, 1: 0.06}).describe(2, previous=1)
+    assert back == "threads: back to 2 from 1 (a training pass measured 2.0x faster with 2)"
+    assert "threads: 1 of 2, from 2" in ThreadChoice(1, {2: 0.09, 1: 0.03}).describe(2, 2)
+
+
+def test_the_watch_measures_at_once_then_rarely():
+    now = [100.0]
+    watch = ThreadWatch(2, clock=lambda: now[0])
+    assert watch.due()
+    watch.measured(ThreadChoice(2, {2: 0.03, 1: 0.04}, measuring=0.2))
+    now[0] += RECHECK_AFTER - 1
+    assert not watch.due()
+    now[0] += 1
+    assert watch.due()
+    watch.measured(ThreadChoice(1, {2: 0.3, 1: 0.1}, measuring=2.0))  # costly: 2% of the run
+    now[0] += 99
+    assert not watch.due()
+    now[0] += 1
+    assert watch.due()
+    assert not ThreadWatch(2, clock=lambda: now[0]).later().due()  # a resumed run waits
 
 
 # ---------------------------------------------------------------------- in fit
@@ -189,3 +215,56 @@ def test_the_users_environment_wins(two_threads, monkeypatch, tokenizer, loader,
 def test_fit_refuses_a_bad_thread_count(tokenizer, loader, threads):
     with pytest.raises(TextBatchError, match=f"threads={threads!r}"):
         _fit(_model(tokenizer), loader, threads=threads)
+
+
+def test_it_times_the_epochs_typical_batch_without_taking_it_from_the_loader(
+    two_threads, monkeypatch, tokenizer, loader
+):
+    timed = []
+    real_pass = loop._backward_pass
+
+    def backward_pass(model, batch):
+        timed.append(batch["input_ids"].shape)
+        return real_pass(model, batch)
+
+    monkeypatch.setattr(loop, "_backward_pass", backward_pass)
+    monkeypatch.setattr(loop, "choose_threads", lambda one_pass, *a, **k: _choice_after(one_pass))
+    trained = []
+    real_step = loop._Stepper.step
+
+    def step(self, window, *args):
+        trained.extend(b["input_ids"].shape for b in window)
+        return real_step(self, window, *args)
+
+    monkeypatch.setattr(loop._Stepper, "step", step)
+    _fit(_model(tokenizer), loader, threads="auto")
+    typical = loader.batch_sampler.typical_batch(epoch=0)
+    expected = loader.collate_fn([loader.dataset[i] for i in typical])["input_ids"].shape
+    assert timed == [expected]
+    assert len(trained) == 2 * len(loader)  # every batch of both epochs trained, none taken
+
+
+def _choice_after(one_pass) -> ThreadChoice:
+    one_pass()
+    return _fixed_choice(2)
+
+
+def test_it_measures_again_and_follows_the_load(two_threads, monkeypatch, tokenizer, loader):
+    monkeypatch.setattr(thread_module, "RECHECK_AFTER", 0.0)  # measure before every step
+    answers = iter([1, 1, 2])  # busy at first, then quiet for good
+
+    def choose(*args, **kwargs):
+        return _fixed_choice(next(answers, 2))
+
+    monkeypatch.setattr(loop, "choose_threads", choose)
+    seen = []
+    real_step = loop._Stepper.step
+
+    def step(self, *args):
+        seen.append(torch.get_num_threads())
+        return real_step(self, *args)
+
+    monkeypatch.setattr(loop._Stepper, "step", step)
+    history = _fit(_model(tokenizer), loader, threads="auto")
+    assert seen[:3] == [1, 1, 2] and set(seen[3:]) == {2}
+    assert [r["threads"] for r in history] == [2, 2]

@@ -219,6 +219,19 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         starts, ends = plan.rank_bounds(self.rank, self.options.num_replicas)
         return [plan.items[a:b].tolist() for a, b in zip(starts, ends, strict=True)]
 
+    def typical_batch(self, epoch: int | None = None) -> list[int]:
+        """This rank's batch of an epoch (default: the current one) whose padded tokens
+        (examples x the batch's longest length) are nearest the epoch's mean: where a batch's
+        time grows about linearly with its padded tokens, this batch's time is the epoch's
+        mean batch time. ``fit`` times it to choose a thread count; the first batch, in a
+        long-tailed corpus, may be a tenth or ten times that size."""
+        plan = self.plan(epoch)
+        replicas = self.options.num_replicas
+        widths = np.maximum.reduceat(self.lengths[plan.items], plan.bounds[:-1])
+        padded = (np.diff(plan.bounds) * widths)[plan.steps * replicas + self.rank]
+        nearest = int(np.argmin(np.abs(padded - padded.mean())))  # a step of this rank
+        return plan.batch(nearest, self.rank, replicas).tolist()
+
     # ------------------------------------------------------------------ resume
     def _data_fingerprint(self) -> str:
         if self._fingerprint is None:

@@ -40,7 +40,12 @@ from textbatch.training.checkpoint import (
     set_rng_states,
 )
 from textbatch.training.defaults import BACKBONE_HEAD_LR, BACKBONE_LR, SCRATCH_LR
-from textbatch.training.threads import candidate_threads, choose_threads, user_chose_threads
+from textbatch.training.threads import (
+    ThreadWatch,
+    candidate_threads,
+    choose_threads,
+    user_chose_threads,
+)
 
 
 class TrainingDiverged(TextBatchError):
@@ -105,6 +110,23 @@ def _set_epoch(loader: Any, epoch: int) -> None:
 def _batch_sampler(loader: Any) -> Any:
     sampler = getattr(loader, "batch_sampler", None)
     return sampler if hasattr(sampler, "state_dict") else None
+
+
+def _typical_batch(loader: Any, first: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The batch to time thread counts on: with a ``BucketBatchSampler``, its epoch's batch at
+    the median of padded tokens (``typical_batch``), fetched and collated as the loader would,
+    beside the loader's own iterator (nothing consumed from it); else ``first``, the epoch's
+    first batch. Batches of 3 and of 500 short examples time differently, and a run's time goes
+    where most of its tokens are."""
+    sampler = _batch_sampler(loader)
+    dataset, collate = getattr(loader, "dataset", None), getattr(loader, "collate_fn", None)
+    if not callable(getattr(sampler, "typical_batch", None)) or dataset is None or collate is None:
+        return first
+    indices = sampler.typical_batch()
+    getitems = getattr(dataset, "__getitems__", None)  # as torch's fetcher reads a batch
+    with torch.random.fork_rng(devices=[]):  # a collate that draws leaves training's draws alone
+        examples = getitems(indices) if callable(getitems) else [dataset[i] for i in indices]
+        return collate(examples)
 
 
 def _tokens(batch: dict[str, torch.Tensor]) -> tuple[int, int]:
@@ -293,9 +315,11 @@ def fit(
             evaluation (``history[-1]`` is that epoch's record) and before its checkpoint, so
             that what it writes (e.g. the best model so far) is never behind a checkpoint.
         threads: torch's intra-op threads on the CPU for the run (put back afterwards).
-            ``"auto"``: time a few passes of the first batch at torch's thread count and at
-            fewer, and train with the fastest (``textbatch.training.threads``); a resumed run
-            keeps the count its checkpoint was trained with. It does nothing when the
+            ``"auto"``: time a few passes of a typical batch at torch's thread count and at
+            fewer, and train with the fastest; measured again every 30 s or more, so that a
+            process that starts or stops is followed (``textbatch.training.threads``). A
+            resumed run goes on with the count of its checkpoint until its first measurement
+            30 s in. It does nothing when the
             environment sets ``OMP_NUM_THREADS`` (or another OpenMP thread variable), on CUDA
             and across ranks. An int: that many. None: torch's setting as it is.
 
@@ -372,7 +396,7 @@ def fit(
     )
     original_threads = torch.get_num_threads()
     try:
-        _start_threads(threads, device, state)
+        stepper.watch = _start_threads(threads, device, state)
         for epoch in range(state["epoch"], epochs):
             _set_epoch(train_loader, epoch)
             iterator = run.start_epoch(resumed_rng)
@@ -418,25 +442,34 @@ class _Stepper:
     device: torch.device
     amp: bool
     log: bool
+    watch: ThreadWatch | None = None  # threads="auto": when to measure the thread count
+    timing_batch: dict[str, torch.Tensor] | None = None  # the batch it times
 
     def step(self, window: list[dict[str, torch.Tensor]], meter: dict[str, float], where: str):
         _train_window(self.model, window, self.scaler, self.device, self.amp, meter, where)
         _optimizer_step(self.model, self.optimizer, self.scheduler, self.scaler, self.max_grad_norm)
 
-    def choose_threads(self, batch: dict[str, torch.Tensor]) -> int:
-        """Measure which thread count trains ``batch`` fastest (``threads="auto"``), set it
-        and return it; the passes leave the model, its gradients and the RNG as they were."""
-        _sequences(batch)  # a batch without labels fails here as it would in training
-        batch = to_device(batch, self.device)
-        available = torch.get_num_threads()
+    def choose_threads(self, loader: Any, batch: dict[str, torch.Tensor], current: int | None):
+        """Measure which thread count trains fastest (``threads="auto"``), set it and return
+        it: on the epoch's typical batch (``_typical_batch``; ``batch``, the step's first,
+        without one), kept for later measurements. ``current``: the count trained with so far
+        (None at the run's start). The passes leave the model, its gradients and the RNG as
+        they were."""
+        assert self.watch is not None
+        if self.timing_batch is None:
+            typical = _typical_batch(loader, batch)
+            _sequences(typical)  # a batch without labels fails here as it would in training
+            self.timing_batch = to_device(typical, self.device)
+        timed, available = self.timing_batch, self.watch.available
         with _leaving_no_trace(self.model):
             choice = choose_threads(
-                lambda: _backward_pass(self.model, batch),
+                lambda: _backward_pass(self.model, timed),
                 candidate_threads(available),
                 torch.set_num_threads,
             )
-        if self.log and choice.threads != available:
-            print(choice.describe(available))
+        self.watch.measured(choice)
+        if self.log and choice.threads != (current or available):
+            print(choice.describe(available, current))
         return choice.threads
 
 
@@ -456,8 +489,8 @@ def _train_epoch(
     stepper.model.train()
     try:
         for window in _windows(iterator, stepper.grad_accum):
-            if state["threads"] is None:  # threads="auto", not yet measured
-                state["threads"] = stepper.choose_threads(window[0])
+            if stepper.watch is not None and stepper.watch.due():  # threads="auto"
+                state["threads"] = stepper.choose_threads(run.loader, window[0], state["threads"])
             where = f"epoch {state['epoch'] + 1}, step {state['step'] + 1}"
             stepper.step(window, meter, where)
             state["step"] += 1
@@ -652,20 +685,24 @@ def _check_threads(threads: Any) -> None:
         )
 
 
-def _start_threads(threads: int | str | None, device: torch.device, state: dict[str, Any]) -> None:
-    """Set torch's thread count for the run and record it in ``state["threads"]``; None there
-    means ``"auto"`` still has to measure it (at the first batch)."""
+def _start_threads(
+    threads: int | str | None, device: torch.device, state: dict[str, Any]
+) -> ThreadWatch | None:
+    """Set torch's thread count for the run and record it in ``state["threads"]`` (None there:
+    ``"auto"`` measures it at the first batch). Returns when ``"auto"`` measures, or None."""
+    available = torch.get_num_threads()
+    measurable = threads == "auto" and device.type == "cpu" and world()[1] == 1
+    measurable = measurable and not user_chose_threads() and available > 1
     if isinstance(threads, int):
         torch.set_num_threads(threads)
     elif threads == "auto" and state.get("threads"):
         torch.set_num_threads(state["threads"])  # a resumed run: what its checkpoint trained with
-        return
-    elif threads == "auto":
-        measurable = device.type == "cpu" and world()[1] == 1 and not user_chose_threads()
-        if measurable and torch.get_num_threads() > 1:
-            state["threads"] = None
-            return
+        return ThreadWatch(available).later() if measurable else None
+    elif measurable:
+        state["threads"] = None
+        return ThreadWatch(available)
     state["threads"] = torch.get_num_threads()
+    return None
 
 
 @contextmanager
