@@ -96,7 +96,7 @@ def test_the_log_line_says_why_and_how_to_keep_all_threads():
 
 def test_the_log_line_says_when_a_later_measurement_changes_the_count():
     back = ThreadChoice(2, {2: 0.03, 1: 0.06}).describe(2, previous=1)
-    assert back == "threads: back to 2 from 1 (a training pass measured 2.0x faster with 2)"
+    assert back == "threads: back to 2 from 1 (a training pass measured 30 ms with 2, 60 ms with 1)"
     assert "threads: 1 of 2, from 2" in ThreadChoice(1, {2: 0.09, 1: 0.03}).describe(2, 2)
 
 

@@ -52,10 +52,10 @@ class ThreadChoice:
         if self.threads == available:
             if previous is None or previous == available:
                 return f"threads: {available}"
-            speedup = self.seconds[previous] / self.seconds[available]
             return (
                 f"threads: back to {available} from {previous} (a training pass measured "
-                f"{speedup:.1f}x faster with {available})"
+                f"{1000 * self.seconds[available]:.0f} ms with {available}, "
+                f"{1000 * self.seconds[previous]:.0f} ms with {previous})"
             )
         speedup = self.seconds[available] / self.seconds[self.threads]
         change = "" if previous is None else f", from {previous}"
