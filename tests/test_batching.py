@@ -80,6 +80,16 @@ def test_tie_scatter_is_a_bijection_that_spreads_neighbours(n):
         assert images.tolist() != TieScatter(n, np.random.default_rng(1)).all().tolist()
 
 
+@pytest.mark.parametrize("n", [2**16 - 1, 2**16, 2**16 + 1, 999_983, 1_000_000])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tie_scatter_gathers_by_strided_slices_what_a_gather_gives(n, seed):
+    scatter = TieScatter(n, np.random.default_rng(seed))
+    values = np.random.default_rng(seed + 10).integers(0, 2**16, n).astype(np.uint16)
+    gathered = scatter.gather(values)
+    assert gathered.dtype == np.uint16
+    assert np.array_equal(gathered, values[scatter.all()])
+
+
 def test_tie_scatter_of_very_many_positions_is_exact():
     n = 10**12 + 39  # far beyond int64 products: the two-part multiplication
     scatter = TieScatter(n, np.random.default_rng(3))

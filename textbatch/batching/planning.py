@@ -152,13 +152,43 @@ class TieScatter:
         return out
 
     def gather(self, values: np.ndarray, chunk: int = 2**20) -> np.ndarray:
-        """``values`` (one per example) in position order: ``values[self(arange(n))]``,
-        a chunk of positions at a time."""
+        """``values`` (one per example) in position order: ``values[self(arange(n))]``.
+
+        From ``2**16`` examples, as strided slices (2x faster than a gather at 10 million, the
+        same values): positions ``r, r + k, r + 2k, ...`` map to examples ``(step * r +
+        offset) + d t`` mod ``n``, with ``d = k * step`` mod ``n``, an arithmetic run that
+        breaks only where it wraps around ``n``. ``k`` (below ``2 sqrt(n)``) is chosen for the
+        fewest slices, ``k + |d|`` (about 1,200 at 10 million). Fewer examples: a chunk of
+        positions at a time."""
         out = np.empty(self.n, dtype=values.dtype)
-        for start in range(0, self.n, chunk):
-            stop = min(start + chunk, self.n)
-            out[start:stop] = values[self(np.arange(start, stop, dtype=np.int64), in_place=True)]
+        if self.n < _STRIDED_FROM or self.n > _EXACT_PRODUCTS:
+            for start in range(0, self.n, chunk):
+                stop = min(start + chunk, self.n)
+                out[start:stop] = values[
+                    self(np.arange(start, stop, dtype=np.int64), in_place=True)
+                ]
+            return out
+        n, k, d = self.n, *self._stride()
+        for r in range(k):
+            example, count, t = (self.step * r + self.offset) % n, (n - 1 - r) // k + 1, 0
+            while t < count:  # t .. t + m - 1: one arithmetic run of examples
+                room = (n - 1 - example) // d + 1 if d > 0 else example // -d + 1
+                m = min(count - t, room)
+                stop = example + d * m
+                out[r + k * t : r + k * (t + m) : k] = values[
+                    example : stop if stop >= 0 else None : d
+                ]
+                example, t = (example + d * m) % n, t + m
         return out
+
+    def _stride(self) -> tuple[int, int]:
+        """``(k, d)`` for ``gather``: ``d = k * step`` mod ``n`` (as the nearer of it and
+        ``it - n``), minimising ``k + |d|`` over ``1 <= k <= 2 sqrt(n)``."""
+        ks = np.arange(1, 2 * math.isqrt(self.n) + 2, dtype=np.int64)
+        ds = ks * self.step % self.n
+        ds = np.where(ds > self.n // 2, ds - self.n, ds)
+        best = int(np.argmin(ks + np.abs(ds)))
+        return int(ks[best]), int(ds[best])
 
     def all(self) -> np.ndarray:
         """The examples at every position, in order: the bijection as an array."""
@@ -166,6 +196,7 @@ class TieScatter:
 
 
 _EXACT_PRODUCTS = 3_000_000_000  # n up to which n * n (> step * position + offset) fits an int64
+_STRIDED_FROM = 2**16  # examples from which TieScatter.gather copies strided slices
 
 
 def even_sizes(total: int, parts: int) -> np.ndarray:
