@@ -170,18 +170,23 @@ def test_measuring_leaves_no_trace_in_the_result(two_threads, monkeypatch, token
 def test_fit_trains_with_the_count_chosen_and_puts_torchs_back(
     two_threads, monkeypatch, tokenizer, loader
 ):
-    seen = []
     monkeypatch.setattr(loop, "choose_threads", lambda *a, **k: _fixed_choice(1))
-    real_step = loop._Stepper.step
-
-    def step(self, *args):
-        seen.append(torch.get_num_threads())
-        return real_step(self, *args)
-
-    monkeypatch.setattr(loop._Stepper, "step", step)
+    seen = _record_steps(monkeypatch, lambda window: torch.get_num_threads())
     history = _fit(_model(tokenizer), loader, threads="auto")
     assert set(seen) == {1} and [r["threads"] for r in history] == [1, 1]
     assert torch.get_num_threads() == 2
+
+
+def _record_steps(monkeypatch, what) -> list:
+    """``what(window)`` at every optimizer step of the next fit, in a list."""
+    seen, real_step = [], loop._Stepper.step
+
+    def step(self, window, *args):
+        seen.append(what(window))
+        return real_step(self, window, *args)
+
+    monkeypatch.setattr(loop._Stepper, "step", step)
+    return seen
 
 
 def _fixed_choice(threads: int) -> ThreadChoice:
@@ -229,19 +234,12 @@ def test_it_times_the_epochs_typical_batch_without_taking_it_from_the_loader(
 
     monkeypatch.setattr(loop, "_backward_pass", backward_pass)
     monkeypatch.setattr(loop, "choose_threads", lambda one_pass, *a, **k: _choice_after(one_pass))
-    trained = []
-    real_step = loop._Stepper.step
-
-    def step(self, window, *args):
-        trained.extend(b["input_ids"].shape for b in window)
-        return real_step(self, window, *args)
-
-    monkeypatch.setattr(loop._Stepper, "step", step)
+    trained = _record_steps(monkeypatch, lambda window: [b["input_ids"].shape for b in window])
     _fit(_model(tokenizer), loader, threads="auto")
     typical = loader.batch_sampler.typical_batch(epoch=0)
     expected = loader.collate_fn([loader.dataset[i] for i in typical])["input_ids"].shape
     assert timed == [expected]
-    assert len(trained) == 2 * len(loader)  # every batch of both epochs trained, none taken
+    assert sum(map(len, trained)) == 2 * len(loader)  # every batch of both epochs, none taken
 
 
 def _choice_after(one_pass) -> ThreadChoice:
@@ -257,14 +255,7 @@ def test_it_measures_again_and_follows_the_load(two_threads, monkeypatch, tokeni
         return _fixed_choice(next(answers, 2))
 
     monkeypatch.setattr(loop, "choose_threads", choose)
-    seen = []
-    real_step = loop._Stepper.step
-
-    def step(self, *args):
-        seen.append(torch.get_num_threads())
-        return real_step(self, *args)
-
-    monkeypatch.setattr(loop._Stepper, "step", step)
+    seen = _record_steps(monkeypatch, lambda window: torch.get_num_threads())
     history = _fit(_model(tokenizer), loader, threads="auto")
     assert seen[:3] == [1, 1, 2] and set(seen[3:]) == {2}
     assert [r["threads"] for r in history] == [2, 2]
