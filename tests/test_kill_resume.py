@@ -61,10 +61,6 @@ def _results(out: Path) -> tuple[dict, list, dict]:
     return weights, history, json.loads((out / "metrics.json").read_text())
 
 
-def _without_train_loss(history: list[dict]) -> list[dict]:
-    return [{k: v for k, v in record.items() if k != "train_loss"} for record in history]
-
-
 def _checkpoints(out: Path) -> set[str]:
     return {p.name for p in (out / "checkpoints").glob("step-*")}
 
@@ -112,15 +108,51 @@ def test_killed_and_resumed_train_equals_an_unbroken_run(inputs, tmp_path, confi
     assert kills, "no kill landed during training"
     weights, history, metrics = _results(out)
     assert weights.keys() == expected[0].keys()
-    for key, value in weights.items():
-        assert torch.equal(value, expected[0][key]), key
-    assert metrics == expected[2]
-    assert _without_train_loss(history) == _without_train_loss(expected[1])
-    # The weights, the evaluation and every count are bit-identical. The train loss is the mean
-    # of the batches' float32 losses: one CI run (random sampler, checkpoint every 4) saw it off
-    # by 2**-17 in an epoch's sum (two float32 ulps of one batch's loss) in a resumed process,
-    # its evaluation metrics bit-identical (the weights were not compared then); the cause was
-    # not found, and 20 local runs, some under load, did not reproduce it.
-    for got, want in zip(history, expected[1], strict=True):
-        assert got["train_loss"] == pytest.approx(want["train_loss"], rel=1e-6, abs=0)
+    _assert_same_results((weights, history, metrics), expected)
     assert not list((out / "checkpoints").glob(".step-*"))
+
+
+# What a resumed run decides is exact: the batches, their order, the steps, the evaluation's
+# counts. Its float results were bit-identical in almost every kill-and-resume case, but not all:
+# under a busy loop on the 2-core machine, 1 of about 40 cases (and one CI run, 2026-12-03) had a
+# resumed process compute an epoch in the last bits differently, its batches the same (the
+# epoch's train loss 3e-8 relative off, evaluation bit-identical; an unbroken run repeated in a
+# fresh process was bit-identical). The cause, somewhere in torch's CPU kernels or MKL, was not
+# found. By the end the weights differed by at most 4e-7, but for attention's key bias: the
+# softmax over keys ignores it, so its gradient is round-off alone, which Adam scales up to
+# steps of the learning rate (1e-4 apart there). It changes no output and is not compared. A
+# fault of the resume moves the weights by far more: with the mid-epoch RNG state left
+# unrestored (dropout masks differ), 7e-3 in the weights and 6e-4 in the train loss.
+WEIGHT_RTOL, WEIGHT_ATOL = 1e-5, 1e-6
+LOSS_REL = 1e-6
+LOSSES = ("train_loss", "eval_loss", "loss")
+
+
+def _without_key_bias(key: str, value: torch.Tensor) -> torch.Tensor:
+    """``value``, with the key third of an attention in-projection bias set to 0."""
+    if not key.endswith("in_proj_bias"):
+        return value
+    third = value.shape[0] // 3
+    return torch.cat([value[:third], torch.zeros(third), value[2 * third :]])
+
+
+def _assert_same_results(got: tuple[dict, list, dict], want: tuple[dict, list, dict]) -> None:
+    weights, history, metrics = got
+    identical = all(torch.equal(value, want[0][key]) for key, value in weights.items())
+    print("weights bit-identical" if identical else "weights equal within float32 round-off")
+    for key, value in weights.items():
+        torch.testing.assert_close(
+            _without_key_bias(key, value),
+            _without_key_bias(key, want[0][key]),
+            rtol=WEIGHT_RTOL,
+            atol=WEIGHT_ATOL,
+            msg=lambda m, k=key: f"{k}: {m}",
+        )
+    records = [*zip(history, want[1], strict=True), (metrics, want[2])]
+    for record, expected in records:
+        assert record.keys() == expected.keys()
+        for name, value in record.items():
+            if name in LOSSES:
+                assert value == pytest.approx(expected[name], rel=LOSS_REL, abs=0), name
+            else:
+                assert value == expected[name], name
