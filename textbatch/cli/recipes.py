@@ -153,7 +153,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> 
 
 
 def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """The record of the epoch with the best evaluation macro-F1 (the first of equals)."""
+    """The record of the epoch with the best evaluation macro-F1 (the latest of equals)."""
     return max(reversed(history), key=lambda record: record["eval_macro_f1"])
 
 
