@@ -14,10 +14,13 @@ from textbatch.batching.planning import (
     TieScatter,
     batch_cost,
     batch_size_plan,
+    code_counts,
     code_lower_bounds,
     even_sizes,
     length_codes,
     length_order,
+    running_max_runs,
+    sorted_with,
     split_for_replicas,
     token_budget_bounds,
 )
@@ -90,6 +93,18 @@ def test_tie_scatter_gathers_by_strided_slices_what_a_gather_gives(n, seed):
     assert np.array_equal(gathered, values[scatter.all()])
 
 
+def test_tie_scatter_gathers_into_another_type():
+    n = 2**16 + 3  # strided slices
+    scatter = TieScatter(n, np.random.default_rng(4))
+    values = np.random.default_rng(5).integers(0, 30_000, n)  # int64
+    for chunk in (7, 2**20):  # the chunked gather of fewer examples, too
+        gathered = scatter.gather(values, chunk=chunk, dtype=np.int16)
+        assert gathered.dtype == np.int16
+        assert np.array_equal(gathered, values[scatter.all()])
+    small = TieScatter(100, np.random.default_rng(6))
+    assert small.gather(values[:100], chunk=7, dtype=np.int32).dtype == np.int32
+
+
 def test_tie_scatter_of_very_many_positions_is_exact():
     n = 10**12 + 39  # far beyond int64 products: the two-part multiplication
     scatter = TieScatter(n, np.random.default_rng(3))
@@ -127,6 +142,53 @@ def test_length_order_sorts(lengths, seed):
     shuffled = length_order(codes, np.random.default_rng(seed))
     assert sorted(shuffled.tolist()) == list(range(len(lengths)))
     assert np.all(np.diff(codes[shuffled].astype(int)) >= 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 400),
+    st.integers(0, 2**16 - 1),
+    st.sampled_from([None, 1, 300, 2**31 - 1, 2**47]),
+    st.sampled_from([3, 2**20]),
+    st.integers(0, 3),
+)
+def test_sorted_with_is_a_stable_argsort_and_a_gather(n, top_key, top_value, chunk, seed):
+    import textbatch.batching.planning as planning
+
+    rng = np.random.default_rng(seed)
+    keys = rng.integers(0, top_key + 1, n).astype(np.uint16)  # many ties when top_key is small
+    values = None if top_value is None else rng.integers(0, top_value, n, endpoint=True)
+    old, planning.RECORD_CHUNK = planning.RECORD_CHUNK, chunk  # several chunks, or one
+    try:
+        order, ordered = sorted_with(keys, values)
+    finally:
+        planning.RECORD_CHUNK = old
+    expected = np.argsort(keys, kind="stable")
+    assert order.dtype == np.int64 and order.tolist() == expected.tolist()
+    if values is None:
+        assert ordered is None
+    else:  # values of 2**47 leave no room for the positions: argsort and a gather
+        assert ordered.dtype == values.dtype and ordered.tolist() == values[expected].tolist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=200), st.integers(1, 9))
+def test_running_max_runs_chunk_by_chunk(lengths, chunk):
+    lengths = np.array(lengths, dtype=np.int16)
+    width = np.maximum.accumulate(lengths.astype(np.int64))
+    starts = np.flatnonzero(np.concatenate([[True], width[1:] != width[:-1]]))
+    for size in (chunk, 2**20):
+        got_starts, got_widths = running_max_runs(lengths, chunk=size)
+        assert got_starts.tolist() == starts.tolist()
+        assert got_widths.dtype == np.int64 and got_widths.tolist() == width[starts].tolist()
+
+
+def test_code_counts_chunk_by_chunk():
+    codes = length_codes(np.random.default_rng(0).integers(1, 10**6, 5000))
+    expected = np.bincount(codes, minlength=NUM_CODES)
+    for chunk in (1, 7, 2**20):
+        counts = code_counts(codes, chunk=chunk)
+        assert counts.dtype == np.int64 and counts.tolist() == expected.tolist()
 
 
 def test_length_order_reach_moves_forward_a_little():

@@ -599,3 +599,79 @@ def test_typical_batch_is_the_one_of_mean_padded_size(options, num_replicas, ran
     # A long-tailed corpus: the typical batch is neither the smallest nor the largest.
     assert padded.min() < len(nearest) * lengths[nearest].max() < padded.max()
     assert sampler.typical_batch(epoch=1) in sampler.batches(epoch=1)
+
+
+# ------------------------------------------------------------------ plans are pinned
+
+PINNED_CASES = {  # options (besides seed=5) of the plans whose digests are pinned below
+    "size": {"batch_size": 32},
+    "size-2-ranks-drop": {"batch_size": 32, "num_replicas": 2, "drop_last": True},
+    "tokens": {"max_tokens": 65536},
+    "tokens-mix0-pad8": {"max_tokens": 65536, "mix": 0, "pad_to_multiple_of": 8},
+    "tokens-quadratic-alone": {
+        "max_tokens": 65536,
+        "batch_size": 64,
+        "mix": 3,
+        "quadratic_length": 40000,
+        "oversized": "alone",
+    },
+    "tokens-3-ranks": {"max_tokens": 65536, "num_replicas": 3},
+    "tokens-unshuffled": {"max_tokens": 65536, "shuffle": False},
+    "tokens-alone": {"max_tokens": 20000, "oversized": "alone"},
+    "packing": {"max_tokens": 65536, "packing_capacity": 8192, "oversized": "truncate"},
+    "weights": {"max_tokens": 65536},
+}
+# blake2b (8 bytes) of the items, bounds and steps of epochs 0 and 1, for 3,000 examples (a
+# gather orders the ties) and 70,000 (strided slices do), at sampler state version 2.
+PINNED_DIGESTS = {
+    3000: {
+        "size": "4ac306b26e388c3f",
+        "size-2-ranks-drop": "434f717adee6de80",
+        "tokens": "faa2665546e6bee0",
+        "tokens-mix0-pad8": "39858a91b0ef361d",
+        "tokens-quadratic-alone": "b7caf61472026707",
+        "tokens-3-ranks": "263a07ceb2dfc92f",
+        "tokens-unshuffled": "d341dd21270acd9c",
+        "tokens-alone": "2a72a4474fd76754",
+        "packing": "eb9122c1390da186",
+        "weights": "262bed7ec8ef1640",
+    },
+    70_000: {
+        "size": "601a2e647c702b24",
+        "size-2-ranks-drop": "1f1917b6fa27a1cc",
+        "tokens": "7323ab990ecb6c89",
+        "tokens-mix0-pad8": "370d601937533541",
+        "tokens-quadratic-alone": "c92da5eba62299c9",
+        "tokens-3-ranks": "2110964ef894a5f8",
+        "tokens-unshuffled": "ec795803711311c7",
+        "tokens-alone": "beabceec93c1426e",
+        "packing": "a40e138de2a10bfc",
+        "weights": "5ef9cbf1e5f8d12b",
+    },
+}
+
+
+@pytest.mark.parametrize("n", sorted(PINNED_DIGESTS))
+def test_plans_are_pinned_to_the_state_version(n):
+    """A saved sampler state resumes at a position in its epoch's plan, so a textbatch that
+    plans differently must refuse it (``STATE_VERSION``). A change that alters any plan here
+    must raise STATE_VERSION and pin the new digests; a speed-up must leave them alone."""
+    import hashlib
+
+    from textbatch.batching.epochs import EpochPlanner, SamplerOptions
+
+    assert BucketBatchSampler.STATE_VERSION == 2, "pin the new version's digests below"
+    rng = np.random.default_rng(1)
+    short, long = rng.lognormal(np.log(300), 1.0, n), rng.lognormal(np.log(5000), 1.0, n)
+    lengths = np.clip(np.where(rng.random(n) < 0.2, long, short), 1, 40_000).astype(np.int64)
+    digests = {}
+    for name, options in PINNED_CASES.items():
+        weights = np.arange(n) % 3 + 1.0 if name == "weights" else None
+        planner = EpochPlanner(lengths, SamplerOptions(seed=5, **options), weights)
+        digest = hashlib.blake2b(digest_size=8)
+        for epoch in (0, 1):
+            plan = planner.plan(epoch)
+            for array in (plan.items, plan.bounds, plan.steps):
+                digest.update(np.asarray(array, dtype=np.int64).tobytes())
+        digests[name] = digest.hexdigest()
+    assert digests == PINNED_DIGESTS[n]

@@ -29,10 +29,13 @@ from textbatch.batching.planning import (
     TieScatter,
     batch_cost,
     batch_size_plan,
+    code_counts,
     code_lower_bounds,
     least_padding_bounds,
     length_codes,
+    length_keys,
     length_order,
+    sorted_with,
     split_for_replicas,
 )
 from textbatch.batching.stats import as_lengths
@@ -188,10 +191,13 @@ class EpochPlanner:
         self._check_capacity()
         self._check_budget()
         self._codes: np.ndarray | None = None  # sort code of each length
-        self._ties: TieScatter | None = None  # a fixed pseudo-random order among equal codes
-        self._tied_codes: np.ndarray | None = None  # codes in that order
-        self._code_counts: np.ndarray | None = None  # examples per code
         self._narrow: np.ndarray | None = None  # the lengths in the narrowest type that holds them
+        # For shuffled epochs of every example: a fixed pseudo-random order among equal codes,
+        # and the lengths, their codes and the examples per code in that order.
+        self._ties: TieScatter | None = None
+        self._tied_lengths: np.ndarray | None = None
+        self._tied_codes: np.ndarray | None = None
+        self._code_counts: np.ndarray | None = None
 
     # ------------------------------------------------------------------ checks
     def _check_weights(self, weights: Any) -> np.ndarray | None:
@@ -292,26 +298,58 @@ class EpochPlanner:
         rng: np.random.Generator | None,
         per_batch: np.ndarray,
         still_runs: float = 8.0,
-    ) -> np.ndarray:
+        with_lengths: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         """Dataset indices of ``items`` (default: all) sorted by length, ties at random, each
         moved forward by up to ``mix`` x ``per_batch`` places (examples per batch by sort code;
-        see ``length_order`` for ``still_runs``)."""
+        see ``length_order`` for ``still_runs``); and, ``with_lengths``, their lengths in that
+        order (in the narrowest integer type that holds them), else None."""
+        if rng is not None and items is None:
+            return self._shuffled_order(rng, per_batch, still_runs, with_lengths)
         if self._codes is None:
             self._codes = length_codes(self.lengths)
+        codes = self._codes if items is None else self._codes[items]
         if rng is None:
-            order = length_order(self._codes if items is None else self._codes[items])
-            return order if items is None else items[order]
-        reach = self.options.mix * per_batch if self.options.mix > 0 else None
+            order = length_order(codes)
+        else:
+            reach = self.options.mix * per_batch if self.options.mix > 0 else None
+            order = length_order(codes, rng, reach, None, still_runs)
         if items is not None:
-            return items[length_order(self._codes[items], rng, reach, None, still_runs)]
+            order = items[order]
+        return order, self._narrow_lengths()[order] if with_lengths else None
+
+    def _shuffled_order(
+        self,
+        rng: np.random.Generator,
+        per_batch: np.ndarray,
+        still_runs: float,
+        with_lengths: bool,
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``_length_order`` of every example, shuffled: sorted in a fixed scattered order among
+        equal lengths (so that neighbours never follow the dataset's own order), which
+        ``length_keys`` regroups at random every epoch. The lengths come out of the same sort
+        (``sorted_with``): no gather by the order."""
         if self._ties is None:
-            # A fixed scattered order among equal lengths, so that neighbours never follow the
-            # dataset's own order; length_order regroups them at random every epoch.
             self._ties = TieScatter(len(self.lengths), self._rng(0, _TIES))
-            self._tied_codes = self._ties.gather(self._codes)
-            self._code_counts = np.bincount(self._codes, minlength=NUM_CODES)
-        order = length_order(self._tied_codes, rng, reach, self._code_counts, still_runs)
-        return self._ties(order, in_place=True)  # the order is ours: no second array
+            self._tied_lengths = self._ties.gather(self.lengths, dtype=self._narrow_type())
+            self._tied_codes = length_codes(self._tied_lengths)
+            self._code_counts = code_counts(self._tied_codes)
+        reach = self.options.mix * per_batch if self.options.mix > 0 else None
+        keys = length_keys(self._tied_codes, rng, reach, self._code_counts, still_runs)
+        order, lengths = sorted_with(keys, self._tied_lengths if with_lengths else None)
+        return self._ties(order, in_place=True), lengths  # the order is ours: no second array
+
+    def _narrow_type(self) -> type:
+        """The narrowest integer type that holds every length: int16 for most corpora, so that
+        an epoch's lengths in sorted order write 4x fewer fresh bytes than int64 (60 MB less at
+        10 million lengths)."""
+        return np.int16 if self.longest < 2**15 else np.int32 if self.longest < 2**31 else np.int64
+
+    def _narrow_lengths(self) -> np.ndarray:
+        """The lengths as ``_narrow_type``, made once."""
+        if self._narrow is None:
+            self._narrow = self.lengths.astype(self._narrow_type())
+        return self._narrow
 
     def _plan_by_size(self, items: np.ndarray | None, rng: np.random.Generator | None) -> EpochPlan:
         assert self.options.batch_size is not None
@@ -319,7 +357,7 @@ class EpochPlanner:
         sizes, dropped, repeated = batch_size_plan(
             num_items, self.options.batch_size, self.options.num_replicas, self.options.drop_last
         )
-        order = self._length_order(items, rng, np.full(NUM_CODES, self.options.batch_size))
+        order, _ = self._length_order(items, rng, np.full(NUM_CODES, self.options.batch_size))
         if dropped or repeated:  # chosen at random, not always among the longest examples
             picker = rng if rng is not None else self._rng(0, _PICKS)
             if dropped:
@@ -337,16 +375,9 @@ class EpochPlanner:
     ) -> EpochPlan:
         assert self.options.max_tokens is not None
         reach = np.minimum(self.per_batch_by_code, TOKEN_REACH)
-        order = self._length_order(items, rng, reach, TOKEN_STILL_RUNS)
+        order, ordered = self._length_order(items, rng, reach, TOKEN_STILL_RUNS, True)
+        assert ordered is not None
         alone = order[:0]
-        if self._narrow is None:
-            # int16 for most corpora: the gather below and the running maxima it feeds then
-            # write 4x fewer fresh bytes than int64 (2 x 60 MB less at 10 million lengths).
-            narrow = (
-                np.int16 if self.longest < 2**15 else np.int32 if self.longest < 2**31 else np.int64
-            )
-            self._narrow = self.lengths.astype(narrow)
-        ordered = self._narrow[order]
         if self.longest > self.longest_fit:  # only with oversized="alone"
             fits = ordered <= self.longest_fit
             order, alone = order[fits], order[~fits]  # each of those gets a batch of its own
