@@ -314,6 +314,10 @@ def _ddp_gradients(rank, world, init, model, batches, results):
         gradients, _ = _gradients(wrapped, [batches[rank]])
         if rank == 0:
             results.update({k.removeprefix("module."): v for k, v in gradients.items()})
+        # Both ranks done, and DDP's reducer (with gloo work it holds) gone, before the group
+        # is torn down: a rank that tore it down early was once seen to abort (SIGABRT).
+        del wrapped
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 
@@ -352,6 +356,7 @@ def _ddp_evaluate(rank, world, init, dataset, collate, model, results):
         for sampler in ("bucket", "random"):
             loader = make_loader(dataset, collate, sampler=sampler, batch_size=4, shuffle=False)
             results[f"{sampler}-{rank}"] = evaluate(model, loader, "cpu")
+        torch.distributed.barrier()  # both ranks done before the group is torn down
     finally:
         torch.distributed.destroy_process_group()
 

@@ -220,8 +220,8 @@ class EpochPlanner:
         capacity = self.options.packing_capacity
         if capacity is None:
             return
-        over = self.lengths > capacity
-        if over.any() and self.options.oversized != "truncate":
+        if self.longest > capacity and self.options.oversized != "truncate":
+            over = self.lengths > capacity
             index = int(np.flatnonzero(over)[0])
             raise TextBatchError(
                 f"example {index} has {self.lengths[index]} tokens, more than the row capacity "
@@ -248,8 +248,8 @@ class EpochPlanner:
         if options.batch_size is not None:
             per_batch = np.minimum(per_batch, options.batch_size)
         self.per_batch_by_code = np.maximum(per_batch, 1)
-        over = self.lengths > low
-        if over.any() and options.oversized == "error":
+        if self.longest > low and options.oversized == "error":
+            over = self.lengths > low
             index = int(np.flatnonzero(over)[0])
             padded = options.example_cost(self.lengths[index : index + 1])[0]
             raise TextBatchError(
