@@ -16,10 +16,14 @@ from textbatch.batching.planning import (
     batch_size_plan,
     code_counts,
     code_lower_bounds,
+    code_table,
     even_sizes,
+    length_code_counts,
     length_codes,
+    length_keys,
     length_order,
     running_max_runs,
+    shuffled_order,
     sorted_with,
     split_for_replicas,
     token_budget_bounds,
@@ -181,6 +185,52 @@ def test_running_max_runs_chunk_by_chunk(lengths, chunk):
         got_starts, got_widths = running_max_runs(lengths, chunk=size)
         assert got_starts.tolist() == starts.tolist()
         assert got_widths.dtype == np.int64 and got_widths.tolist() == width[starts].tolist()
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.integers(1, 3000), min_size=1, max_size=300),
+    st.integers(0, 5),
+    st.sampled_from([None, 1.0, 6.0]),
+    st.sampled_from([0.25, 8.0]),
+    st.sampled_from([2, 6, 2**18]),
+    st.booleans(),
+)
+def test_shuffled_order_is_length_keys_sorted_with(lengths, seed, reach, still_runs, chunk, table):
+    import textbatch.batching.planning as planning
+
+    lengths = np.array(lengths, dtype=np.int16)
+    counts = length_code_counts(lengths)
+    reach = None if reach is None else np.full(NUM_CODES, reach)
+    rng = np.random.default_rng(seed)
+    keys = length_keys(length_codes(lengths), rng, reach, counts, still_runs)
+    expected = sorted_with(keys, lengths)
+    old, planning.RECORD_CHUNK = planning.RECORD_CHUNK, chunk  # an even number of draws a step
+    try:
+        got = shuffled_order(
+            lengths,
+            counts,
+            np.random.default_rng(seed),
+            reach,
+            still_runs,
+            True,
+            code_table(int(lengths.max())) if table else None,
+        )
+        order_only = shuffled_order(lengths, counts, np.random.default_rng(seed), reach, still_runs)
+    finally:
+        planning.RECORD_CHUNK = old
+    assert got[0].tolist() == expected[0].tolist() and got[1].tolist() == expected[1].tolist()
+    assert order_only[0].tolist() == expected[0].tolist() and order_only[1] is None
+
+
+def test_code_table_and_counts_of_lengths():
+    assert code_table(1023) is None and code_table(2**22) is None  # the lengths, or too big
+    table = code_table(5000)
+    assert table.dtype == np.uint16 and table.tolist() == length_codes(np.arange(5001)).tolist()
+    lengths = np.random.default_rng(1).integers(1, 5000, 3000)
+    expected = np.bincount(length_codes(lengths), minlength=NUM_CODES).tolist()
+    assert length_code_counts(lengths, table).tolist() == expected
+    assert length_code_counts(lengths).tolist() == expected
 
 
 def test_code_counts_chunk_by_chunk():

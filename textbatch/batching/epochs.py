@@ -29,13 +29,13 @@ from textbatch.batching.planning import (
     TieScatter,
     batch_cost,
     batch_size_plan,
-    code_counts,
     code_lower_bounds,
+    code_table,
     least_padding_bounds,
+    length_code_counts,
     length_codes,
-    length_keys,
     length_order,
-    sorted_with,
+    shuffled_order,
     split_for_replicas,
 )
 from textbatch.batching.stats import as_lengths
@@ -193,10 +193,10 @@ class EpochPlanner:
         self._codes: np.ndarray | None = None  # sort code of each length
         self._narrow: np.ndarray | None = None  # the lengths in the narrowest type that holds them
         # For shuffled epochs of every example: a fixed pseudo-random order among equal codes,
-        # and the lengths, their codes and the examples per code in that order.
+        # the lengths in that order, and the examples per code.
         self._ties: TieScatter | None = None
         self._tied_lengths: np.ndarray | None = None
-        self._tied_codes: np.ndarray | None = None
+        self._code_table: np.ndarray | None = None  # the sort code of every length, if kept
         self._code_counts: np.ndarray | None = None
 
     # ------------------------------------------------------------------ checks
@@ -326,17 +326,24 @@ class EpochPlanner:
         with_lengths: bool,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """``_length_order`` of every example, shuffled: sorted in a fixed scattered order among
-        equal lengths (so that neighbours never follow the dataset's own order), which
-        ``length_keys`` regroups at random every epoch. The lengths come out of the same sort
-        (``sorted_with``): no gather by the order."""
+        equal lengths (so that neighbours never follow the dataset's own order), which the
+        random groups of ``length_keys`` regroup every epoch. The lengths come out of the same
+        sort (``shuffled_order``): no gather by the order."""
         if self._ties is None:
             self._ties = TieScatter(len(self.lengths), self._rng(0, _TIES))
             self._tied_lengths = self._ties.gather(self.lengths, dtype=self._narrow_type())
-            self._tied_codes = length_codes(self._tied_lengths)
-            self._code_counts = code_counts(self._tied_codes)
+            self._code_table = code_table(self.longest)
+            self._code_counts = length_code_counts(self.lengths, self._code_table)
         reach = self.options.mix * per_batch if self.options.mix > 0 else None
-        keys = length_keys(self._tied_codes, rng, reach, self._code_counts, still_runs)
-        order, lengths = sorted_with(keys, self._tied_lengths if with_lengths else None)
+        order, lengths = shuffled_order(
+            self._tied_lengths,
+            self._code_counts,
+            rng,
+            reach,
+            still_runs,
+            with_lengths,
+            self._code_table,
+        )
         return self._ties(order, in_place=True), lengths  # the order is ours: no second array
 
     def _narrow_type(self) -> type:
