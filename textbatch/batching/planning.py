@@ -184,8 +184,10 @@ def sorted_with(
     records = np.empty(n, dtype=np.uint64)
     for start in range(0, n, RECORD_CHUNK):
         stop = min(start + RECORD_CHUNK, n)
-        _fill_records(records, start, keys[start:stop], values, value_bits)
-    return _sort_records(records, values, value_bits)
+        chunk = None if values is None else values[start:stop]
+        positions = np.arange(start, stop, dtype=np.int64)
+        _fill_records(records, keys[start:stop], positions, chunk, value_bits, start)
+    return _sort_records(records, None if values is None else values.dtype, value_bits)
 
 
 def shuffled_order(
@@ -196,22 +198,28 @@ def shuffled_order(
     still_runs: float = 8.0,
     with_lengths: bool = False,
     table: np.ndarray | None = None,
+    ties: TieScatter | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """``length_order(length_codes(lengths), rng, reach, counts, still_runs)`` and, with
     ``with_lengths``, ``lengths`` in that order: the same values as ``sorted_with`` of
     ``length_keys``, without an array of codes or keys (``table``, the codes of every length
-    from 0, if given, is where the codes are looked up).
+    from 0, if given, is where the codes are looked up). With ``ties`` (a ``TieScatter`` over
+    the examples), equal keys are in its order instead of the examples' own: example
+    ``ties(j)`` before ``ties(j + 1)``.
 
     The codes and keys are made ``RECORD_CHUNK`` examples at a time, straight into the sort
-    records: at 10 million, 40 to 60 MB less fresh memory per epoch than whole arrays. The
-    random groups are drawn chunk by chunk, an even number at a time, which numpy draws
-    from the same stream as one call for all (the sampler's pinned plans check it).
+    records, which carry each example's place in the order of ties (``ties.inverse()``,
+    arithmetic): no array of codes or keys, and no gather of the lengths in that order. The
+    random groups are drawn chunk by chunk, an even number at a time, which numpy draws from
+    the same stream as one call for all (the sampler's pinned plans check it).
     """
     n = len(lengths)
     value_bits = _value_bits(lengths) if with_lengths else 0
-    if not _records_hold(n, value_bits):
+    if not _records_hold(n, value_bits):  # a gather, then argsort (n x longest >= 2**48)
         keys = length_keys(length_codes(lengths), rng, reach, counts, still_runs)
-        return sorted_with(keys, lengths if with_lengths else None)
+        tied = ties.all() if ties is not None else np.arange(n)
+        order = tied[np.argsort(keys[tied], kind="stable")]
+        return order, lengths[order] if with_lengths else None
 
     def codes_of(start: int, stop: int) -> np.ndarray:
         chunk = lengths[start:stop]
@@ -231,6 +239,7 @@ def shuffled_order(
                 moving = lengths[movers]
                 moving = table[moving] if table is not None else _codes_of(moving)
                 moved = _moved_codes(moving, counts, reach, rng)
+    places = ties.inverse() if ties is not None else None
     records = np.empty(n, dtype=np.uint64)
     first = 0  # the first mover at or after the chunk
     for start in range(0, n, RECORD_CHUNK):
@@ -240,8 +249,19 @@ def shuffled_order(
         key[movers[first:last] - start] = moved[first:last] << KEY_SHIFT
         first = last
         key |= rng.integers(0, 2**KEY_SHIFT, size=stop - start, dtype=np.uint16)
-        _fill_records(records, start, key, lengths if with_lengths else None, value_bits)
-    return _sort_records(records, lengths if with_lengths else None, value_bits)
+        positions = np.arange(start, stop, dtype=np.int64)
+        if places is not None:
+            places(positions, in_place=True)
+        _fill_records(
+            records,
+            key,
+            positions,
+            lengths[start:stop] if with_lengths else None,
+            value_bits,
+            start,
+        )
+    order, ordered = _sort_records(records, lengths.dtype if with_lengths else None, value_bits)
+    return (ties(order, in_place=True) if ties is not None else order), ordered
 
 
 def _value_bits(values: np.ndarray | None) -> int:
@@ -254,30 +274,34 @@ def _records_hold(n: int, value_bits: int) -> bool:
 
 
 def _fill_records(
-    records: np.ndarray, start: int, keys: np.ndarray, values: np.ndarray | None, value_bits: int
+    records: np.ndarray,
+    keys: np.ndarray,
+    positions: np.ndarray,
+    values: np.ndarray | None,
+    value_bits: int,
+    start: int,
 ) -> None:
-    """Writes the sort records of positions ``start .. start + len(keys) - 1``."""
-    stop = start + len(keys)
-    record = records[start:stop]
+    """Writes the sort records (key, position, value) from ``records[start]`` on."""
+    record = records[start : start + len(keys)]
     record[:] = keys
     record <<= np.uint64(48)
-    low = np.arange(start, stop, dtype=np.uint64)  # the position
+    low = positions.astype(np.uint64)
     if values is not None:
         low <<= np.uint64(value_bits)
-        low |= values[start:stop].astype(np.uint64)
+        low |= values.astype(np.uint64)
     record |= low
 
 
 def _sort_records(
-    records: np.ndarray, values: np.ndarray | None, value_bits: int
+    records: np.ndarray, value_type: np.dtype | None, value_bits: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Sorts the records in place; returns the positions (int64, a view of ``records``) and
-    the values (as ``values``' type) in that order."""
+    """Sorts the records in place; returns their positions (int64, a view of ``records``) and,
+    with ``value_type``, their values as that type, in sorted order."""
     n = len(records)
     records.sort()  # positions are unique: the order of equal keys is theirs (stable)
     ordered = None
-    if values is not None:
-        ordered = np.empty(n, dtype=values.dtype)
+    if value_type is not None:
+        ordered = np.empty(n, dtype=value_type)
         value_mask = np.uint64((1 << value_bits) - 1)
         for start in range(0, n, 2**20):
             stop = min(start + 2**20, n)
@@ -306,6 +330,15 @@ class TieScatter:
         self.step = step % self.n if self.n > 1 else 0
         self.offset = int(rng.integers(self.n))
 
+    def inverse(self) -> TieScatter:
+        """The inverse bijection, ``i -> j`` where ``self(j) = i``: the same form, with
+        ``step`` its inverse mod ``n``."""
+        inverse = object.__new__(TieScatter)
+        inverse.n = self.n
+        inverse.step = pow(self.step, -1, self.n) if self.n > 1 else 0
+        inverse.offset = (-inverse.step * self.offset) % self.n if self.n > 1 else 0
+        return inverse
+
     def __call__(self, positions: np.ndarray, in_place: bool = False) -> np.ndarray:
         """The examples (int64) at ``positions`` (int64, each in ``0 .. n - 1``); with
         ``in_place``, written over ``positions`` (a fresh array of 10 million costs more than
@@ -326,55 +359,12 @@ class TieScatter:
             return positions
         return out
 
-    def gather(
-        self, values: np.ndarray, chunk: int = 2**20, dtype: np.dtype | type | None = None
-    ) -> np.ndarray:
-        """``values`` (one per example) in position order: ``values[self(arange(n))]``, as
-        ``dtype`` (default: theirs).
-
-        From ``2**16`` examples, as strided slices (2x faster than a gather at 10 million, the
-        same values): positions ``r, r + k, r + 2k, ...`` map to examples ``(step * r +
-        offset) + d t`` mod ``n``, with ``d = k * step`` mod ``n``, an arithmetic run that
-        breaks only where it wraps around ``n``. ``k`` (below ``2 sqrt(n)``) is chosen for the
-        fewest slices, ``k + |d|`` (about 1,200 at 10 million). Fewer examples: a chunk of
-        positions at a time."""
-        out = np.empty(self.n, dtype=values.dtype if dtype is None else dtype)
-        if self.n < _STRIDED_FROM or self.n > _EXACT_PRODUCTS:
-            for start in range(0, self.n, chunk):
-                stop = min(start + chunk, self.n)
-                out[start:stop] = values[
-                    self(np.arange(start, stop, dtype=np.int64), in_place=True)
-                ]
-            return out
-        n, k, d = self.n, *self._stride()
-        for r in range(k):
-            example, count, t = (self.step * r + self.offset) % n, (n - 1 - r) // k + 1, 0
-            while t < count:  # t .. t + m - 1: one arithmetic run of examples
-                room = (n - 1 - example) // d + 1 if d > 0 else example // -d + 1
-                m = min(count - t, room)
-                stop = example + d * m
-                out[r + k * t : r + k * (t + m) : k] = values[
-                    example : stop if stop >= 0 else None : d
-                ]
-                example, t = (example + d * m) % n, t + m
-        return out
-
-    def _stride(self) -> tuple[int, int]:
-        """``(k, d)`` for ``gather``: ``d = k * step`` mod ``n`` (as the nearer of it and
-        ``it - n``), minimising ``k + |d|`` over ``1 <= k <= 2 sqrt(n)``."""
-        ks = np.arange(1, 2 * math.isqrt(self.n) + 2, dtype=np.int64)
-        ds = ks * self.step % self.n
-        ds = np.where(ds > self.n // 2, ds - self.n, ds)
-        best = int(np.argmin(ks + np.abs(ds)))
-        return int(ks[best]), int(ds[best])
-
     def all(self) -> np.ndarray:
         """The examples at every position, in order: the bijection as an array."""
         return self(np.arange(self.n, dtype=np.int64), in_place=True)
 
 
 _EXACT_PRODUCTS = 3_000_000_000  # n up to which n * n (> step * position + offset) fits an int64
-_STRIDED_FROM = 2**16  # examples from which TieScatter.gather copies strided slices
 
 
 def even_sizes(total: int, parts: int) -> np.ndarray:

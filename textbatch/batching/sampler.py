@@ -68,7 +68,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     # 2: ties scattered arithmetically, token budgets cut where they pad least (issue 13). A
     # state of another version would point at other batches of the same epoch.
-    STATE_VERSION = 2
+    STATE_VERSION = 3
 
     def __init__(
         self,
