@@ -34,8 +34,9 @@ from textbatch.batching.planning import (
     least_padding_bounds,
     length_code_counts,
     length_codes,
-    length_order,
+    length_keys,
     shuffled_order,
+    sorted_with,
     split_for_replicas,
 )
 from textbatch.batching.stats import as_lengths
@@ -308,14 +309,13 @@ class EpochPlanner:
         if self._codes is None:
             self._codes = length_codes(self.lengths)
         codes = self._codes if items is None else self._codes[items]
-        if rng is None:
-            order = length_order(codes)
-        else:
-            reach = self.options.mix * per_batch if self.options.mix > 0 else None
-            order = length_order(codes, rng, reach, None, still_runs)
-        if items is not None:
-            order = items[order]
-        return order, self._narrow_lengths()[order] if with_lengths else None
+        reach = self.options.mix * per_batch if rng is not None and self.options.mix > 0 else None
+        keys = length_keys(codes, rng, reach, None, still_runs)  # as length_order sorts them
+        lengths = None
+        if with_lengths:
+            lengths = self._narrow_lengths() if items is None else self._narrow_lengths()[items]
+        order, ordered = sorted_with(keys, lengths)
+        return (order if items is None else items[order]), ordered
 
     def _shuffled_order(
         self,
