@@ -280,7 +280,7 @@ def test_token_budgets_pad_about_as_little_as_batches_of_32(max_tokens):
     # 20,000 short texts: a budget of 8,192 tokens holds 250 of them, and a greedy cut with
     # moves of a whole batch padded 2.3x what batches of 32 pad. Waste is compared as the
     # mean of epochs 0 and 1 (as benchmarks/sampler.py does), over three seeds: at 8,192, 20
-    # seeds gave 1.16x to 1.57x, 1.35x on average.
+    # seeds gave 1.16x to 1.57x, 1.36x on average.
     ratios = []
     for seed in range(3):
         lengths = lognormal_lengths(20_000, seed)
