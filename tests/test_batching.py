@@ -11,6 +11,7 @@ from textbatch import TextBatchError
 from textbatch.batching.epochs import SamplerOptions, plan_epoch
 from textbatch.batching.planning import (
     NUM_CODES,
+    LengthRuns,
     TieScatter,
     batch_cost,
     batch_size_plan,
@@ -18,6 +19,7 @@ from textbatch.batching.planning import (
     code_lower_bounds,
     code_table,
     even_sizes,
+    least_padding_bounds,
     length_code_counts,
     length_codes,
     length_keys,
@@ -209,11 +211,20 @@ def test_shuffled_order_is_a_stable_sort_by_length_keys(
         )
         rng = np.random.default_rng(seed)
         order_only = shuffled_order(lengths, counts, rng, reach, still_runs, ties=ties)
+        rng = np.random.default_rng(seed)
+        by_runs = shuffled_order(
+            lengths, counts, rng, reach, still_runs, True, ties=ties, as_runs=True
+        )
     finally:
         planning.RECORD_CHUNK = old
     assert order.tolist() == expected.tolist()
     assert ordered.dtype == np.int16 and ordered.tolist() == lengths[expected].tolist()
     assert order_only[0].tolist() == expected.tolist() and order_only[1] is None
+    starts, widths = running_max_runs(lengths[expected])
+    assert by_runs[0].tolist() == expected.tolist()
+    assert isinstance(by_runs[1], LengthRuns) and by_runs[1].count == len(lengths)
+    assert by_runs[1].starts.tolist() == starts.tolist()
+    assert by_runs[1].widths.tolist() == widths.tolist()
 
 
 def test_shuffled_order_of_positions_and_lengths_beyond_48_bits():
@@ -231,6 +242,26 @@ def test_shuffled_order_of_positions_and_lengths_beyond_48_bits():
     assert sorted(order.tolist()) == list(range(len(huge)))  # the argsort and gather fallback
     assert ordered.tolist() == huge[order].tolist()
     assert np.all(np.diff(length_codes(ordered).astype(int)) >= 0)
+    rng = np.random.default_rng(3)
+    _, runs = shuffled_order(huge, counts, rng, None, 8.0, True, None, ties, as_runs=True)
+    starts, widths = running_max_runs(ordered)
+    assert runs.count == len(huge) and runs.starts.tolist() == starts.tolist()
+    assert runs.widths.tolist() == widths.tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 400), min_size=1, max_size=300), st.integers(0, 3))
+def test_least_padding_bounds_from_runs_or_lengths_agree(lengths, seed):
+    ordered = np.sort(np.array(lengths, dtype=np.int32))
+    runs = LengthRuns(*running_max_runs(ordered), len(ordered))
+    for rng in (None, seed):
+        from_lengths = least_padding_bounds(
+            ordered, 1024, rng=None if rng is None else np.random.default_rng(rng)
+        )
+        from_runs = least_padding_bounds(
+            runs, 1024, rng=None if rng is None else np.random.default_rng(rng)
+        )
+        assert from_runs.tolist() == from_lengths.tolist()
 
 
 def test_code_table_and_counts_of_lengths():

@@ -26,6 +26,7 @@ import numpy as np
 from textbatch.batching.packing import plan_packed_batches
 from textbatch.batching.planning import (
     NUM_CODES,
+    LengthRuns,
     TieScatter,
     batch_cost,
     batch_size_plan,
@@ -299,13 +300,15 @@ class EpochPlanner:
         per_batch: np.ndarray,
         still_runs: float = 8.0,
         with_lengths: bool = False,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+        as_runs: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | LengthRuns | None]:
         """Dataset indices of ``items`` (default: all) sorted by length, ties at random, each
         moved forward by up to ``mix`` x ``per_batch`` places (examples per batch by sort code;
         see ``length_order`` for ``still_runs``); and, ``with_lengths``, their lengths in that
-        order (in the narrowest integer type that holds them), else None."""
+        order (in the narrowest integer type that holds them), else None. With ``as_runs``,
+        shuffled epochs of every example may give the lengths' ``LengthRuns`` instead."""
         if rng is not None and items is None:
-            return self._shuffled_order(rng, per_batch, still_runs, with_lengths)
+            return self._shuffled_order(rng, per_batch, still_runs, with_lengths, as_runs)
         if self._codes is None:
             self._codes = length_codes(self.lengths)
         codes = self._codes if items is None else self._codes[items]
@@ -323,7 +326,8 @@ class EpochPlanner:
         per_batch: np.ndarray,
         still_runs: float,
         with_lengths: bool,
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+        as_runs: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray | LengthRuns | None]:
         """``_length_order`` of every example, shuffled: equal keys in a fixed scattered order
         (so that neighbours never follow the dataset's own order), which the random groups
         of ``length_keys`` regroup every epoch. The lengths come out of the same sort
@@ -342,6 +346,7 @@ class EpochPlanner:
             with_lengths,
             self._code_table,
             self._ties,
+            as_runs,
         )
 
     def _narrow_type(self) -> type:
@@ -380,10 +385,14 @@ class EpochPlanner:
     ) -> EpochPlan:
         assert self.options.max_tokens is not None
         reach = np.minimum(self.per_batch_by_code, TOKEN_REACH)
-        order, ordered = self._length_order(items, rng, reach, TOKEN_STILL_RUNS, True)
+        # Where every example fits the budget, the cut needs only the runs of the sorted
+        # lengths' running maxima, which the shuffled sort gives without an array of lengths.
+        fit = self.longest <= self.longest_fit
+        order, ordered = self._length_order(items, rng, reach, TOKEN_STILL_RUNS, True, fit)
         assert ordered is not None
         alone = order[:0]
-        if self.longest > self.longest_fit:  # only with oversized="alone"
+        if not fit:  # only with oversized="alone"
+            assert isinstance(ordered, np.ndarray)
             fits = ordered <= self.longest_fit
             order, alone = order[fits], order[~fits]  # each of those gets a batch of its own
             ordered = ordered[fits]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import mmap
+from typing import NamedTuple
 
 import numpy as np
 
@@ -199,13 +200,14 @@ def shuffled_order(
     with_lengths: bool = False,
     table: np.ndarray | None = None,
     ties: TieScatter | None = None,
-) -> tuple[np.ndarray, np.ndarray | None]:
+    as_runs: bool = False,
+) -> tuple[np.ndarray, np.ndarray | LengthRuns | None]:
     """``length_order(length_codes(lengths), rng, reach, counts, still_runs)`` and, with
-    ``with_lengths``, ``lengths`` in that order: the same values as ``sorted_with`` of
-    ``length_keys``, without an array of codes or keys (``table``, the codes of every length
-    from 0, if given, is where the codes are looked up). With ``ties`` (a ``TieScatter`` over
-    the examples), equal keys are in its order instead of the examples' own: example
-    ``ties(j)`` before ``ties(j + 1)``.
+    ``with_lengths``, ``lengths`` in that order (``as_runs``: only their ``LengthRuns``): the
+    same values as ``sorted_with`` of ``length_keys``, without an array of codes or keys
+    (``table``, the codes of every length from 0, if given, is where the codes are looked up).
+    With ``ties`` (a ``TieScatter`` over the examples), equal keys are in its order instead of
+    the examples' own: example ``ties(j)`` before ``ties(j + 1)``.
 
     The codes and keys are made ``RECORD_CHUNK`` examples at a time, straight into the sort
     records, which carry each example's place in the order of ties (``ties.inverse()``,
@@ -219,7 +221,10 @@ def shuffled_order(
         keys = length_keys(length_codes(lengths), rng, reach, counts, still_runs)
         tied = ties.all() if ties is not None else np.arange(n)
         order = tied[np.argsort(keys[tied], kind="stable")]
-        return order, lengths[order] if with_lengths else None
+        if not with_lengths:
+            return order, None
+        ordered = lengths[order]
+        return order, LengthRuns(*running_max_runs(ordered), n) if as_runs else ordered
 
     def codes_of(start: int, stop: int) -> np.ndarray:
         chunk = lengths[start:stop]
@@ -260,7 +265,8 @@ def shuffled_order(
             value_bits,
             start,
         )
-    order, ordered = _sort_records(records, lengths.dtype if with_lengths else None, value_bits)
+    value_type = lengths.dtype if with_lengths else None
+    order, ordered = _sort_records(records, value_type, value_bits, as_runs)
     return (ties(order, in_place=True) if ties is not None else order), ordered
 
 
@@ -293,19 +299,26 @@ def _fill_records(
 
 
 def _sort_records(
-    records: np.ndarray, value_type: np.dtype | None, value_bits: int
-) -> tuple[np.ndarray, np.ndarray | None]:
+    records: np.ndarray, value_type: np.dtype | None, value_bits: int, as_runs: bool = False
+) -> tuple[np.ndarray, np.ndarray | LengthRuns | None]:
     """Sorts the records in place; returns their positions (int64, a view of ``records``) and,
-    with ``value_type``, their values as that type, in sorted order."""
+    with ``value_type``, their values in sorted order: as that type, or, ``as_runs``, only
+    their ``LengthRuns`` (no array of the values)."""
     n = len(records)
     records.sort()  # positions are unique: the order of equal keys is theirs (stable)
-    ordered = None
+    ordered: np.ndarray | LengthRuns | None = None
     if value_type is not None:
-        ordered = np.empty(n, dtype=value_type)
         value_mask = np.uint64((1 << value_bits) - 1)
+        maxima = _RunningMaxima() if as_runs else None
+        ordered = None if as_runs else np.empty(n, dtype=value_type)
         for start in range(0, n, 2**20):
             stop = min(start + 2**20, n)
-            ordered[start:stop] = records[start:stop] & value_mask
+            if maxima is not None:
+                maxima.add(records[start:stop] & value_mask)
+            else:
+                ordered[start:stop] = records[start:stop] & value_mask
+        if maxima is not None:
+            ordered = maxima.runs()
         records >>= np.uint64(value_bits)
     records &= np.uint64((1 << max(1, (n - 1).bit_length())) - 1)
     return records.view(np.int64), ordered
@@ -416,25 +429,57 @@ def batch_cost(width: np.ndarray, pad_to_multiple_of: int | None, quadratic_leng
     return width
 
 
+class LengthRuns(NamedTuple):
+    """The runs of equal running maxima of ``count`` ordered lengths: run ``k`` starts at
+    position ``starts[k]`` (int64, the first is 0) and its running maximum is ``widths[k]``
+    (int64, tokens). All that the cuts by token budget need of the lengths."""
+
+    starts: np.ndarray
+    widths: np.ndarray
+    count: int
+
+
+class _RunningMaxima:
+    """Builds ``LengthRuns`` from lengths given a chunk at a time, in order: no array of every
+    running maximum is made (40 MB of fresh memory at 10 million int32 lengths)."""
+
+    def __init__(self) -> None:
+        self.starts: list[np.ndarray] = []
+        self.widths: list[np.ndarray] = []
+        self.count = 0
+        self.carry: np.generic | None = None
+
+    def add(self, lengths: np.ndarray) -> None:
+        if len(lengths) == 0:
+            return
+        width = np.maximum.accumulate(lengths)
+        if self.carry is not None:
+            np.maximum(width, self.carry, out=width)
+        changed = np.flatnonzero(width[1:] != width[:-1]) + 1
+        if self.carry is None or width[0] != self.carry:
+            changed = np.concatenate([[0], changed])
+        self.starts.append(changed + self.count)
+        self.widths.append(width[changed].astype(np.int64))
+        self.count += len(lengths)
+        self.carry = width[-1]
+
+    def runs(self) -> LengthRuns:
+        empty = [np.zeros(0, dtype=np.int64)]
+        return LengthRuns(
+            np.concatenate(self.starts or empty), np.concatenate(self.widths or empty), self.count
+        )
+
+
 def running_max_runs(lengths: np.ndarray, chunk: int = 2**20) -> tuple[np.ndarray, np.ndarray]:
     """The runs of equal running maxima of ``lengths`` (at least one): ``(starts, widths)``,
     the first position of each run (int64, from 0) and its running maximum (int64).
-
-    Computed ``chunk`` lengths at a time, so that no array of every running maximum is made
-    (40 MB of fresh memory at 10 million int32 lengths)."""
+    Computed ``chunk`` lengths at a time (``LengthRuns``)."""
     lengths = np.asarray(lengths)
-    starts, widths = [np.zeros(1, dtype=np.int64)], [lengths[:1].astype(np.int64)]
-    carry = lengths[0]
+    maxima = _RunningMaxima()
     for start in range(0, len(lengths), chunk):
-        width = np.maximum.accumulate(lengths[start : start + chunk])
-        np.maximum(width, carry, out=width)
-        changed = np.flatnonzero(width[1:] != width[:-1]) + 1
-        if width[0] != carry:
-            changed = np.concatenate([[0], changed])
-        starts.append(changed + start)
-        widths.append(width[changed].astype(np.int64))
-        carry = width[-1]
-    return np.concatenate(starts), np.concatenate(widths)
+        maxima.add(lengths[start : start + chunk])
+    runs = maxima.runs()
+    return runs.starts, runs.widths
 
 
 def token_budget_bounds(
@@ -489,7 +534,7 @@ CUT_JITTER = 0.01  # of the budget: the most a cut at a change of length may cos
 
 
 def least_padding_bounds(
-    ordered_lengths: np.ndarray,
+    ordered_lengths: np.ndarray | LengthRuns,
     max_tokens: int,
     max_examples: int | None = None,
     pad_to_multiple_of: int | None = None,
@@ -497,8 +542,8 @@ def least_padding_bounds(
     batch_penalty: float | None = None,
     rng: np.random.Generator | None = None,
 ) -> np.ndarray:
-    """Batch boundaries over ``ordered_lengths`` (nearly sorted, ascending) within the same
-    budget as ``token_budget_bounds``, placed to pad least.
+    """Batch boundaries over ``ordered_lengths`` (nearly sorted, ascending; or their
+    ``LengthRuns``) within the same budget as ``token_budget_bounds``, placed to pad least.
 
     A greedy cut fills every batch to the brim, so where a batch holds hundreds of short
     examples it straddles each change of length with up to a batch of the shorter ones, all
@@ -514,10 +559,14 @@ def least_padding_bounds(
     be that same batch every epoch; now, where other cuts pad about as little, which one is
     taken changes from call to call.
     """
-    n = len(ordered_lengths)
+    if isinstance(ordered_lengths, LengthRuns):
+        starts, widths, n = ordered_lengths
+    else:
+        n = len(ordered_lengths)
+        if n:
+            starts, widths = running_max_runs(ordered_lengths)
     if n == 0:
         return np.zeros(1, dtype=np.int64)
-    starts, widths = running_max_runs(ordered_lengths)
     cost = batch_cost(widths, pad_to_multiple_of, quadratic_length)  # per example
     capacity = np.floor(max_tokens / cost).astype(np.int64)
     if max_examples is not None:
