@@ -30,10 +30,9 @@ def length_codes(lengths: np.ndarray) -> np.ndarray:
     sort by length, up to 0.9% for long examples; it lets numpy use its 16-bit radix sort."""
     lengths = np.asarray(lengths, dtype=np.int64)
     longest = int(lengths.max()) if lengths.size else 0
-    table = code_table(longest) if lengths.size >= longest // 8 else None
     # Many lengths, few distinct values: look the codes up in a table of every length (a
     # gather instead of a logarithm per long example; the same codes).
-    return table[lengths] if table is not None else _codes_of(lengths)
+    return _codes_by(lengths, code_table(longest) if lengths.size >= longest // 8 else None)
 
 
 def code_table(longest: int) -> np.ndarray | None:
@@ -45,6 +44,12 @@ def code_table(longest: int) -> np.ndarray | None:
 
 
 _TABLE_BELOW = 2**22  # lengths (tokens) up to which a lookup table of codes may be used
+
+
+def _codes_by(lengths: np.ndarray, table: np.ndarray | None) -> np.ndarray:
+    """The sort codes of ``lengths``: looked up in ``table`` (``code_table``), or, without
+    one, computed."""
+    return table[lengths] if table is not None else _codes_of(lengths)
 
 
 def _codes_of(lengths: np.ndarray) -> np.ndarray:
@@ -114,8 +119,8 @@ def length_keys(
         if counts is None:
             counts = code_counts(codes)
         reach = np.asarray(reach, dtype=np.float64)
-        short = counts < still_runs * reach
-        movers = np.flatnonzero(short[codes]) if short[counts > 0].any() else codes[:0]
+        short = _moving_codes(counts, reach, still_runs)
+        movers = np.flatnonzero(short[codes]) if short is not None else codes[:0]
         if len(movers):
             key[movers] = _moved_codes(codes[movers], counts, reach, rng) << KEY_SHIFT
     if rng is not None:
@@ -124,6 +129,13 @@ def length_keys(
 
 
 KEY_SHIFT = np.uint16(16 - CODE_BITS)  # a key is code << KEY_SHIFT | random group
+
+
+def _moving_codes(counts: np.ndarray, reach: np.ndarray, still_runs: float) -> np.ndarray | None:
+    """Which codes' examples move (``length_order``: those in runs shorter than
+    ``still_runs`` x ``reach``), as a mask over codes; None where no example does."""
+    short = counts < still_runs * reach
+    return short if short[counts > 0].any() else None
 
 
 def _moved_codes(
@@ -156,8 +168,7 @@ def length_code_counts(lengths: np.ndarray, table: np.ndarray | None = None) -> 
     ``RECORD_CHUNK`` lengths at a time, looked up in ``table`` (``code_table``) if given."""
     counts = np.zeros(NUM_CODES, dtype=np.int64)
     for start in range(0, len(lengths), RECORD_CHUNK):
-        chunk = lengths[start : start + RECORD_CHUNK]
-        codes = table[chunk] if table is not None else _codes_of(chunk)
+        codes = _codes_by(lengths[start : start + RECORD_CHUNK], table)
         counts += np.bincount(codes, minlength=NUM_CODES)
     return counts
 
@@ -226,30 +237,24 @@ def shuffled_order(
         ordered = lengths[order]
         return order, LengthRuns(*running_max_runs(ordered), n) if as_runs else ordered
 
-    def codes_of(start: int, stop: int) -> np.ndarray:
-        chunk = lengths[start:stop]
-        return table[chunk] if table is not None else _codes_of(chunk)
-
     movers, moved = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint16)
     if reach is not None and n > 1:
         reach = np.asarray(reach, dtype=np.float64)
-        short = counts < still_runs * reach
-        if short[counts > 0].any():
+        short = _moving_codes(counts, reach, still_runs)
+        if short is not None:
             found = []
             for start in range(0, n, RECORD_CHUNK):
-                codes = codes_of(start, min(start + RECORD_CHUNK, n))
+                codes = _codes_by(lengths[start : start + RECORD_CHUNK], table)
                 found.append(np.flatnonzero(short[codes]) + start)
             movers = np.concatenate(found)
             if len(movers):
-                moving = lengths[movers]
-                moving = table[moving] if table is not None else _codes_of(moving)
-                moved = _moved_codes(moving, counts, reach, rng)
+                moved = _moved_codes(_codes_by(lengths[movers], table), counts, reach, rng)
     places = ties.inverse() if ties is not None else None
     records = np.empty(n, dtype=np.uint64)
     first = 0  # the first mover at or after the chunk
     for start in range(0, n, RECORD_CHUNK):
         stop = min(start + RECORD_CHUNK, n)
-        key = np.left_shift(codes_of(start, stop), KEY_SHIFT)
+        key = np.left_shift(_codes_by(lengths[start:stop], table), KEY_SHIFT)
         last = first + int(np.searchsorted(movers[first:], stop))
         key[movers[first:last] - start] = moved[first:last] << KEY_SHIFT
         first = last
@@ -630,13 +635,13 @@ def _least_padded(
 def _scattered_scratch(size: int) -> np.ndarray:
     """An uninitialised float64 array of ``size`` values, for writes at scattered places.
 
-    numpy asks the kernel to back arrays of 4 MB and more with 2 MB huge pages. Under Linux's
-    usual transparent-huge-page setting (``defrag=madvise``) the first write into each of them
-    may then stall for milliseconds of memory compaction: 40 times over for ``best`` at 10
-    million examples (80 MB, of which about a quarter is ever written), which made the
-    programme take 0.10 to 0.30 s from call to call. An anonymous ``mmap`` carries no such
+    numpy asks the kernel to back arrays of 4 MB and more with 2 MB huge pages. On the 2-core
+    VM of ``benchmarks/sampler.py`` the first write into such a page sometimes took about 5
+    ms (not memory compaction: the kernel counted no compaction stall), 40 times over for
+    ``best`` at 10 million examples (80 MB, of which about a quarter is ever written), so the
+    programme took 0.10 to 0.30 s from call to call. An anonymous ``mmap`` carries no such
     advice: it is faulted in small pages, or huge ones only where they are free (0.09 s,
-    steady; ``benchmarks/sampler.py``)."""
+    steady)."""
     if size * 8 < 2**22:
         return np.empty(size, dtype=np.float64)
     return np.frombuffer(mmap.mmap(-1, size * 8), dtype=np.float64)

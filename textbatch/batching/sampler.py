@@ -66,7 +66,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             with the same capacity lays every batch out as planned, never in more rows.
     """
 
-    # 2: ties scattered arithmetically, token budgets cut where they pad least (issue 13). A
+    # 2: ties scattered arithmetically, token budgets cut where they pad least (issue 13).
+    # 3: the random groups among equal keys drawn in the dataset's order (one record sort). A
     # state of another version would point at other batches of the same epoch.
     STATE_VERSION = 3
 
