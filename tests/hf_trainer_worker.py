@@ -77,6 +77,12 @@ def main() -> None:
         "all_examples": [key(train[i]["input_ids"]) for i in range(len(train))],
     }
     Path(out, f"rank{args.process_index}.json").write_text(json.dumps(result))
+    if torch.distributed.is_initialized():
+        # Accelerate leaves the group to the interpreter's exit, where gloo's threads were seen
+        # to abort a rank (SIGABRT, "terminate called without an active exception") in CI:
+        # both ranks done, then torn down while Python is whole.
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

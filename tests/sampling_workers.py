@@ -27,6 +27,7 @@ def gloo_sampler_worker(rank: int, world_size: int, folder: str) -> None:
         dist.all_gather(gathered, counts)  # the ranks agree on the number of batches
         assert all(torch.equal(g, counts) for g in gathered)
         torch.save({"size": list(by_size), "tokens": list(by_tokens)}, path / f"rank{rank}.pt")
+        dist.barrier()  # both ranks done before the group is torn down
     finally:
         dist.destroy_process_group()
 
@@ -73,5 +74,6 @@ def ddp_fit_worker(rank: int, world_size: int, folder: str) -> None:
             {"weights": weights, "history": history, "batches": len(train_loader)},
             path / f"rank{rank}.pt",
         )
+        dist.barrier()  # both ranks done before the group is torn down
     finally:
         dist.destroy_process_group()
