@@ -17,8 +17,9 @@ a shared machine hits every side alike; a figure is the median, with the range o
 and a ratio is taken within each repeat. Padding: waste of every strategy at batch size 32 and
 waste, fill and regrouping of token budgets of 4,096 and 8,192 tokens, on the embedded corpus,
 synthetic long-tailed lengths and the docstrings of Python's standard library and of
-``transformers`` (real text).
-Run: python benchmarks/sampler.py [--n 10000000] [--repeats 5] [--out FILE]
+``transformers`` (real text); and the same for ``BucketedStream`` over those lengths in
+dataset order (buffers of 10,000).
+Run: python benchmarks/sampler.py [--n 10000000] [--repeats 5] [--parts speed padding] [--out FILE]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import Callable
 import numpy as np
 from _common import corpus_dataset_and_tokenizer, save
 
-from textbatch import BucketBatchSampler
+from textbatch import BucketBatchSampler, BucketedStream
 from textbatch.batching.planning import token_budget_bounds
 from textbatch.batching.stats import padding_stats
 from textbatch.bench.baselines import hf_length_grouped_batches, random_batches, sorted_batches
@@ -222,16 +223,48 @@ def budget_table(lengths: np.ndarray, batch_size: int, budgets: tuple[int, ...])
     return rows
 
 
+def stream_table(
+    lengths: np.ndarray, batch_size: int, budgets: tuple[int, ...], buffer_size: int = 10_000
+) -> list[dict]:
+    """``budget_table`` for ``BucketedStream`` (buffers of ``buffer_size``) over the lengths in
+    dataset order: waste (mean of epochs 0 and 1), fill, batches and regrouping."""
+    examples = [{"length": int(n), "id": i} for i, n in enumerate(lengths)]
+    rows = []
+    modes = [("batch_size", {"batch_size": batch_size}, None)]
+    modes += [("max_tokens", {"max_tokens": b}, b) for b in budgets if lengths.max() <= b]
+    for mode, options, budget in modes:
+        epochs = []
+        for epoch in (0, 1):
+            stream = BucketedStream(examples, buffer_size=buffer_size, **options)
+            stream.set_epoch(epoch)
+            epochs.append([[e["id"] for e in batch] for batch in stream])
+        stats = [padding_stats(lengths, b, max_tokens=budget) for b in epochs]
+        rows.append(
+            {
+                "mode": mode,
+                "value": budget or batch_size,
+                "waste": float(np.mean([s.waste for s in stats])),
+                "fill": None if budget is None else float(np.mean([s.fill for s in stats])),
+                "batches": stats[0].num_batches,
+                "shared_pairs": shared_pairs(*epochs, len(lengths)),
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000_000, help="lengths per epoch (speed)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", help="JSON file (default benchmarks/results/sampler.json)")
+    parser.add_argument(
+        "--parts", nargs="+", choices=["speed", "padding"], default=["speed", "padding"]
+    )
     args = parser.parse_args()
 
     speed = {}
-    for name, lengths, budget in (
+    for name, lengths, budget in () if "speed" not in args.parts else (
         ("few", long_tailed(args.n, cap=512), 4096),
         ("many", many_distinct(args.n), 131_072),
     ):
@@ -273,10 +306,11 @@ def main() -> None:
         "stdlib_docstrings": docstrings,
         "transformers_docstrings": docstring_lengths("transformers")[0],
     }
-    padding, budgets = {}, {}
-    for name, lengths in corpora.items():
+    padding, budgets, streams = {}, {}, {}
+    for name, lengths in corpora.items() if "padding" in args.parts else ():
         padding[name] = padding_table(lengths, args.batch_size)
         budgets[name] = budget_table(lengths, args.batch_size, (4096, 8192))
+        streams[name] = stream_table(lengths, args.batch_size, (4096, 8192))
         print(f"{name} ({len(lengths):,} examples, median {np.median(lengths):.0f} tokens):")
         for row in padding[name]:
             print(f"  {row['strategy']:22s} waste {row['waste']:7.2%} ({row['batches']} batches)")
@@ -294,6 +328,12 @@ def main() -> None:
                 f"  {row['mode']:10s} {row['value']:6d}  waste {row['waste']:7.2%}{fill}, "
                 f"{row['batches']} batches, pairs again next epoch {row['shared_pairs']:.3f}"
             )
+        for row in streams[name]:
+            fill = "" if row["fill"] is None else f", fill {row['fill']:.1%}"
+            print(
+                f"  stream {row['mode']:10s} {row['value']:6d}  waste {row['waste']:7.2%}{fill}, "
+                f"{row['batches']} batches, pairs again next epoch {row['shared_pairs']:.3f}"
+            )
     save(
         "sampler",
         {
@@ -303,6 +343,7 @@ def main() -> None:
             "epoch": speed,
             "padding": padding,
             "budgets": budgets,
+            "streams": streams,
             "docstrings_tokenizer": tokenizer_name,
         },
         args.out,

@@ -2,11 +2,12 @@
 
 ``BucketedStream`` reads ``buffer_size`` examples, orders them by length (random ties, jittered as
 in ``BucketBatchSampler``), cuts them into batches by batch size or token budget, and yields those
-batches in random order. A buffer's last batch in length order (its longest examples) waits for
-the next buffer when it is incomplete: fewer than ``batch_size`` examples and, with a token
-budget, padded to under half of ``max_tokens``. So an incomplete batch comes only at the end of
-the stream, or from a buffer too small to make more than one batch. (Batches are cut greedily:
-with a token budget, one before a jump in length may also fall well short of the budget.)
+batches in random order. A token budget is cut as ``BucketBatchSampler`` cuts one: examples move
+at most ``TOKEN_REACH`` places, and the boundaries are placed where they pad least
+(``least_padding_bounds``). A buffer's incomplete batches (fewer than ``batch_size`` examples
+and, with a token budget, padded to under half of ``max_tokens``) wait for the next buffer, as
+long as a complete one goes out; so an incomplete batch comes only at the end of the stream, or
+from a buffer too small to make a complete batch.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ import numpy as np
 import torch
 
 from textbatch.batching.collate import check_pad_to_multiple_of
+from textbatch.batching.epochs import TOKEN_REACH, TOKEN_STILL_RUNS
 from textbatch.batching.planning import (
     NUM_CODES,
     batch_cost,
     code_lower_bounds,
+    least_padding_bounds,
     length_codes,
     length_order,
-    token_budget_bounds,
 )
 from textbatch.checks import non_negative_int, positive_int
 from textbatch.distributed import dataloader_worker, resolve_rank, shard_records
@@ -61,9 +63,9 @@ class BucketedStream(torch.utils.data.IterableDataset):
         batch_size, max_tokens: as in ``BucketBatchSampler`` (either or both).
         buffer_size: examples held and sorted at a time (more: less padding, more memory).
         seed, mix, pad_to_multiple_of, quadratic_length: as in ``BucketBatchSampler``.
-        drop_last: drop the last batch of the stream (of each rank and worker) if it is
-            incomplete: fewer than ``batch_size`` examples and, with a token budget, padded to
-            under half of ``max_tokens``.
+        drop_last: drop the incomplete batches at the end of the stream (of each rank and
+            worker): fewer than ``batch_size`` examples and, with a token budget, padded to
+            under half of ``max_tokens``. Usually there is one at most.
         num_replicas, rank: ranks to split a plain iterable between, with each rank's
             ``DataLoader`` workers (default: from ``torch.distributed``). Ranks and workers may
             yield different numbers of batches from a stream.
@@ -110,14 +112,16 @@ class BucketedStream(torch.utils.data.IterableDataset):
         self.pad_to_multiple_of = check_pad_to_multiple_of(pad_to_multiple_of)
         self.quadratic_length = quadratic_length
         self.rank, self.num_replicas = resolve_rank(num_replicas, rank)
-        # Examples per batch by sort code, how far `mix` lets an example move.
+        # Places an example may move per unit of `mix`, by sort code: a batch's worth of
+        # examples, at most TOKEN_REACH under a token budget (as in BucketBatchSampler).
         if max_tokens is None:
-            self._per_batch = np.full(NUM_CODES, float(batch_size))
+            self._reach = np.full(NUM_CODES, float(batch_size))
         else:
             cost = batch_cost(code_lower_bounds(), self.pad_to_multiple_of, quadratic_length)
-            self._per_batch = np.maximum(np.floor(max_tokens / cost), 1)
+            per_batch = np.maximum(np.floor(max_tokens / cost), 1)
             if batch_size is not None:
-                self._per_batch = np.minimum(self._per_batch, batch_size)
+                per_batch = np.minimum(per_batch, batch_size)
+            self._reach = np.minimum(per_batch, TOKEN_REACH)
         self.epoch = 0
         self._state = self._fresh_state()
         self._resume: dict[str, Any] | None = None
@@ -196,25 +200,32 @@ class BucketedStream(torch.utils.data.IterableDataset):
                     f"{self.max_tokens} allows on its own; raise max_tokens or truncate with "
                     "max_length."
                 )
-        reach = self.mix * self._per_batch if self.mix > 0 else None
-        order = length_order(length_codes(lengths), rng, reach)
+        reach = self.mix * self._reach if self.mix > 0 else None
+        codes = length_codes(lengths)
         if self.max_tokens is None:
+            order = length_order(codes, rng, reach)
             bounds = [*range(0, len(order), self.batch_size), len(order)]
-        else:
-            bounds = token_budget_bounds(
+        else:  # as BucketBatchSampler cuts a token budget: short moves, least padding
+            order = length_order(codes, rng, reach, still_runs=TOKEN_STILL_RUNS)
+            bounds = least_padding_bounds(
                 lengths[order],
                 self.max_tokens,
                 self.batch_size,
                 self.pad_to_multiple_of,
                 self.quadratic_length,
+                rng=rng,
             ).tolist()
         batches = [order[a:b] for a, b in itertools.pairwise(bounds)]
+        incomplete = [self._incomplete(batch, lengths) for batch in batches]
+        complete = [batch for batch, short in zip(batches, incomplete, strict=True) if not short]
         carry: list[Example] = []
-        incomplete = self._incomplete(batches[-1], lengths)
-        if not final and incomplete and len(batches) > 1:
-            carry = [buffer[i] for i in batches.pop()]  # the part-filled last batch waits
-        elif final and incomplete and self.drop_last:
-            batches.pop()
+        if (not final and complete) or (final and self.drop_last):
+            # Part-filled batches wait for the next buffer (or, at the end, are dropped), as
+            # long as a complete one goes out now.
+            carry = [buffer[i] for b, s in zip(batches, incomplete, strict=True) if s for i in b]
+            batches = complete
+            if final:
+                carry = []
         return [[buffer[i] for i in batches[j]] for j in rng.permutation(len(batches))], carry
 
     def _incomplete(self, batch: np.ndarray, lengths: np.ndarray) -> bool:
