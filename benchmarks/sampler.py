@@ -218,7 +218,13 @@ def budget_table(lengths: np.ndarray, batch_size: int, budgets: tuple[int, ...])
             fewest = len(token_budget_bounds(np.sort(lengths), budget)) - 1
             row["real_fill"] = float(lengths.sum() / (row["batches"] * budget))
             row["fewest_batches"] = fewest
-            row["real_fill_at_fewest"] = float(lengths.sum() / (fewest * budget))
+            real_at_fewest = float(lengths.sum() / (fewest * budget))
+            row["real_fill_at_fewest"] = real_at_fewest
+            # fill = real tokens / (batches x budget) / (1 - waste), and no grouping has fewer
+            # batches than `fewest`: so with waste at most 1.5x that of batches of 32 no
+            # grouping fills more than this, and a fill of 98% needs at least this waste.
+            row["fill_bound_at_waste_target"] = real_at_fewest / (1 - 1.5 * rows[0]["waste"])
+            row["least_waste_for_fill_98"] = max(0.0, 1 - real_at_fewest / 0.98)
         rows.append(row)
     return rows
 
@@ -264,9 +270,13 @@ def main() -> None:
     args = parser.parse_args()
 
     speed = {}
-    for name, lengths, budget in () if "speed" not in args.parts else (
-        ("few", long_tailed(args.n, cap=512), 4096),
-        ("many", many_distinct(args.n), 131_072),
+    for name, lengths, budget in (
+        ()
+        if "speed" not in args.parts
+        else (
+            ("few", long_tailed(args.n, cap=512), 4096),
+            ("many", many_distinct(args.n), 131_072),
+        )
     ):
         distinct = len(np.unique(lengths))
         print(f"one epoch of {args.n:,} lengths, {name} ({distinct:,} distinct):")
@@ -321,7 +331,9 @@ def main() -> None:
                 else (
                     f", fill {row['fill']:.1%} (real tokens {row['real_fill']:.1%}; "
                     f"fewest batches of a full sort {row['fewest_batches']}, "
-                    f"real {row['real_fill_at_fewest']:.1%})"
+                    f"real {row['real_fill_at_fewest']:.1%}; fill at most "
+                    f"{row['fill_bound_at_waste_target']:.1%} within 1.5x the waste of 32, "
+                    f"98% needs waste >= {row['least_waste_for_fill_98']:.2%})"
                 )
             )
             print(
