@@ -49,8 +49,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             0 is a full sort (ties still random); larger values change batches more from epoch to
             epoch and pad a little more. Default 1. With ``max_tokens``, whose batches can hold
             thousands of short examples, no further than ``mix`` batches of 32; there a batch
-            holds whole runs of one length, which regroup only among the batches a run spans,
-            so a larger ``mix`` pads more but hardly regroups more.
+            holds whole runs of one short length, which regroup only among the batches a run
+            spans: a larger ``mix`` regroups the long tail, hardly those runs.
         pad_to_multiple_of: the collator's rounding, so that budgets count the real padded size.
         quadratic_length: model attention's quadratic cost: a batch padded to ``T`` costs
             ``examples x (T + T**2 / quadratic_length)`` tokens of budget.
