@@ -195,23 +195,36 @@ def padding_table(lengths: np.ndarray, batch_size: int) -> list[dict]:
     return rows
 
 
+def batching_modes(
+    lengths: np.ndarray, batch_size: int, budgets: tuple[int, ...]
+) -> list[tuple[str, dict, int | None]]:
+    """(mode, options, budget): batches of ``batch_size``, then each budget that fits."""
+    modes = [("batch_size", {"batch_size": batch_size}, None)]
+    return modes + [("max_tokens", {"max_tokens": b}, b) for b in budgets if lengths.max() <= b]
+
+
+def epochs_row(
+    mode: str, value: int, lengths: np.ndarray, epochs: list[list[list[int]]], budget: int | None
+) -> dict:
+    """Waste (mean of the epochs), fill, batches and regrouping of two epochs' batches."""
+    stats = [padding_stats(lengths, b, max_tokens=budget) for b in epochs]
+    return {
+        "mode": mode,
+        "value": value,
+        "waste": float(np.mean([s.waste for s in stats])),
+        "fill": None if budget is None else float(np.mean([s.fill for s in stats])),
+        "batches": stats[0].num_batches,
+        "shared_pairs": shared_pairs(*epochs, len(lengths)),
+    }
+
+
 def budget_table(lengths: np.ndarray, batch_size: int, budgets: tuple[int, ...]) -> list[dict]:
     """Waste (mean of epochs 0 and 1), fill and regrouping of batch size and token budgets."""
     rows = []
-    modes = [("batch_size", {"batch_size": batch_size}, None)]
-    modes += [("max_tokens", {"max_tokens": b}, b) for b in budgets if lengths.max() <= b]
-    for mode, options, budget in modes:
+    for mode, options, budget in batching_modes(lengths, batch_size, budgets):
         sampler = BucketBatchSampler(lengths, **options)
         epochs = [sampler.batches(e) for e in (0, 1)]
-        stats = [padding_stats(lengths, b, max_tokens=budget) for b in epochs]
-        row = {
-            "mode": mode,
-            "value": budget or batch_size,
-            "waste": float(np.mean([s.waste for s in stats])),
-            "fill": None if budget is None else float(np.mean([s.fill for s in stats])),
-            "batches": stats[0].num_batches,
-            "shared_pairs": shared_pairs(*epochs, len(lengths)),
-        }
+        row = epochs_row(mode, budget or batch_size, lengths, epochs, budget)
         if budget is not None:
             # Real (unpadded) tokens per budget, and the most any cut of the fully sorted
             # lengths reaches: a greedy cut of a sorted order needs the fewest batches.
@@ -223,7 +236,8 @@ def budget_table(lengths: np.ndarray, batch_size: int, budgets: tuple[int, ...])
             # fill = real tokens / (batches x budget) / (1 - waste), and no grouping has fewer
             # batches than `fewest`: so with waste at most 1.5x that of batches of 32 no
             # grouping fills more than this, and a fill of 98% needs at least this waste.
-            row["fill_bound_at_waste_target"] = real_at_fewest / (1 - 1.5 * rows[0]["waste"])
+            bound = real_at_fewest / (1 - 1.5 * rows[0]["waste"])
+            row["fill_bound_at_waste_target"] = min(1.0, bound)
             row["least_waste_for_fill_98"] = max(0.0, 1 - real_at_fewest / 0.98)
         rows.append(row)
     return rows
@@ -236,25 +250,13 @@ def stream_table(
     dataset order: waste (mean of epochs 0 and 1), fill, batches and regrouping."""
     examples = [{"length": int(n), "id": i} for i, n in enumerate(lengths)]
     rows = []
-    modes = [("batch_size", {"batch_size": batch_size}, None)]
-    modes += [("max_tokens", {"max_tokens": b}, b) for b in budgets if lengths.max() <= b]
-    for mode, options, budget in modes:
+    for mode, options, budget in batching_modes(lengths, batch_size, budgets):
         epochs = []
         for epoch in (0, 1):
             stream = BucketedStream(examples, buffer_size=buffer_size, **options)
             stream.set_epoch(epoch)
             epochs.append([[e["id"] for e in batch] for batch in stream])
-        stats = [padding_stats(lengths, b, max_tokens=budget) for b in epochs]
-        rows.append(
-            {
-                "mode": mode,
-                "value": budget or batch_size,
-                "waste": float(np.mean([s.waste for s in stats])),
-                "fill": None if budget is None else float(np.mean([s.fill for s in stats])),
-                "batches": stats[0].num_batches,
-                "shared_pairs": shared_pairs(*epochs, len(lengths)),
-            }
-        )
+        rows.append(epochs_row(mode, budget or batch_size, lengths, epochs, budget))
     return rows
 
 
