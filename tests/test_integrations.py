@@ -292,6 +292,25 @@ def test_bucket_trainer_resumes_the_same_batches(
     assert resumed == unbroken[at:]
 
 
+def test_the_epoch_callback_sets_the_sampler_epoch_where_trainer_does_not():
+    # transformers 5.0 resumed mid-epoch through accelerate's skip_first_batches and never
+    # set the sampler's epoch (scripts/check-floors.sh failed the test above): the callback
+    # sets it from the state at every epoch's start, a resumed fraction of one included.
+    from transformers import TrainerControl, TrainerState
+
+    from textbatch import BucketBatchSampler
+    from textbatch.hf.steps import EvenSteps
+    from textbatch.hf.trainer import EpochToSampler
+
+    batches = EvenSteps(BucketBatchSampler(np.arange(1, 65), 8), 8)
+    callback = EpochToSampler(lambda: batches)
+    for epoch, expected in ((0.0, 0), (1.5, 1), (2.0, 2), (None, 0)):
+        callback.on_epoch_begin(None, TrainerState(epoch=epoch), TrainerControl())
+        assert batches.sampler.epoch == expected
+    assert list(batches) == list(EvenSteps(BucketBatchSampler(np.arange(1, 65), 8), 8))
+    EpochToSampler(lambda: None).on_epoch_begin(None, TrainerState(epoch=3.0), TrainerControl())
+
+
 def test_bucket_trainer_bad_input(tiny_bert, tmp_path):
     with pytest.raises(TextBatchError, match="max_tokens=0"):
         BucketTrainer(model=tiny_bert, args=training_args(tmp_path), max_tokens=0)

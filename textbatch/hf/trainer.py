@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from textbatch.batching.sampler import BucketBatchSampler
 from textbatch.checks import positive_int
@@ -96,6 +96,24 @@ class BucketDataLoader(DataLoader):
         self.batch_sampler.set_epoch(epoch)
 
 
+class EpochToSampler(TrainerCallback):
+    """Sets the training batches' epoch at the start of every epoch, from ``state.epoch``
+    (whole epochs, or where a resumed checkpoint stands within one).
+
+    ``Trainer`` calls the loader's ``set_epoch`` itself, but on a resume mid-epoch it first
+    wraps the loader with accelerate's ``skip_first_batches``, a plain ``DataLoader`` without
+    ``set_epoch``. transformers 5.25 then reaches the batch sampler through it; 5.0 did not,
+    and the sampler replayed epoch 0's batches in a resumed later epoch."""
+
+    def __init__(self, batches: Callable[[], EvenSteps | None]) -> None:
+        self.batches = batches
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        batches = self.batches()
+        if batches is not None:
+            batches.set_epoch(math.floor(state.epoch or 0))
+
+
 class BucketTrainer(Trainer):
     """``transformers.Trainer`` whose training batches come from a ``BucketBatchSampler``:
     examples of similar length batched together, reshuffled every epoch, each example once
@@ -128,7 +146,9 @@ class BucketTrainer(Trainer):
         self.bucket_lengths = lengths
         self.bucket_options = dict(sampler_options or {})
         self.train_sampler: BucketBatchSampler | None = None
+        self.train_batches: EvenSteps | None = None
         super().__init__(*args, **kwargs)
+        self.add_callback(EpochToSampler(lambda: self.train_batches))
 
     def get_train_dataloader(self) -> DataLoader:
         """The training ``DataLoader``: ``Trainer``'s column handling and worker settings, with
@@ -174,7 +194,7 @@ class BucketTrainer(Trainer):
         steps = len(self.train_sampler.planner.plan(0).steps)
         if self.train_sampler.max_tokens is not None:  # epochs differ by a batch or two
             steps = longest_epoch(self.train_sampler, epochs_to_train(self.args, steps))
-        batches = EvenSteps(self.train_sampler, steps)
+        batches = self.train_batches = EvenSteps(self.train_sampler, steps)
         return BucketDataLoader(dataset, batch_sampler=batches, **self._loader_options(collator))
 
     def _loader_options(self, collator: Callable[..., Any]) -> dict[str, Any]:
