@@ -36,6 +36,7 @@ from textbatch.batching.planning import (
     length_code_counts,
     length_codes,
     length_keys,
+    per_batch_by_code,
     shuffled_order,
     sorted_with,
     split_for_replicas,
@@ -245,10 +246,9 @@ class EpochPlanner:
                 high = middle - 1
         self.longest_fit = low
         # Examples per batch by sort code (at the code's shortest length), for the jitter.
-        per_batch = np.floor(options.max_tokens / options.example_cost(code_lower_bounds()))
-        if options.batch_size is not None:
-            per_batch = np.minimum(per_batch, options.batch_size)
-        self.per_batch_by_code = np.maximum(per_batch, 1)
+        self.per_batch_by_code = per_batch_by_code(
+            options.example_cost(code_lower_bounds()), options.max_tokens, options.batch_size
+        )
         if self.longest > low and options.oversized == "error":
             over = self.lengths > low
             index = int(np.flatnonzero(over)[0])

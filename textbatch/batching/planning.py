@@ -79,6 +79,15 @@ def code_lower_bounds() -> np.ndarray:
 NUM_CODES = 2**CODE_BITS
 
 
+def per_batch_by_code(code_cost: np.ndarray, max_tokens: int, batch_size: int | None) -> np.ndarray:
+    """Examples per batch of ``max_tokens`` at each sort code, given each code's cost per
+    example (budget tokens at its shortest length): capped at ``batch_size``, at least 1."""
+    per_batch = np.floor(max_tokens / code_cost)
+    if batch_size is not None:
+        per_batch = np.minimum(per_batch, batch_size)
+    return np.maximum(per_batch, 1)
+
+
 STRETCH = 0.1
 
 

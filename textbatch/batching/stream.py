@@ -28,6 +28,7 @@ from textbatch.batching.planning import (
     least_padding_bounds,
     length_codes,
     length_order,
+    per_batch_by_code,
 )
 from textbatch.checks import non_negative_int, positive_int
 from textbatch.distributed import dataloader_worker, resolve_rank, shard_records
@@ -118,10 +119,7 @@ class BucketedStream(torch.utils.data.IterableDataset):
             self._reach = np.full(NUM_CODES, float(batch_size))
         else:
             cost = batch_cost(code_lower_bounds(), self.pad_to_multiple_of, quadratic_length)
-            per_batch = np.maximum(np.floor(max_tokens / cost), 1)
-            if batch_size is not None:
-                per_batch = np.minimum(per_batch, batch_size)
-            self._reach = np.minimum(per_batch, TOKEN_REACH)
+            self._reach = np.minimum(per_batch_by_code(cost, max_tokens, batch_size), TOKEN_REACH)
         self.epoch = 0
         self._state = self._fresh_state()
         self._resume: dict[str, Any] | None = None
@@ -216,16 +214,14 @@ class BucketedStream(torch.utils.data.IterableDataset):
                 rng=rng,
             ).tolist()
         batches = [order[a:b] for a, b in itertools.pairwise(bounds)]
-        incomplete = [self._incomplete(batch, lengths) for batch in batches]
-        complete = [batch for batch, short in zip(batches, incomplete, strict=True) if not short]
+        short = [self._incomplete(batch, lengths) for batch in batches]
+        complete = [batch for batch, part in zip(batches, short, strict=True) if not part]
         carry: list[Example] = []
-        if (not final and complete) or (final and self.drop_last):
-            # Part-filled batches wait for the next buffer (or, at the end, are dropped), as
-            # long as a complete one goes out now.
-            carry = [buffer[i] for b, s in zip(batches, incomplete, strict=True) if s for i in b]
+        if not final and complete:  # part-filled batches wait, as long as a complete one goes
+            carry = [buffer[i] for b, part in zip(batches, short, strict=True) if part for i in b]
             batches = complete
-            if final:
-                carry = []
+        elif final and self.drop_last:
+            batches = complete
         return [[buffer[i] for i in batches[j]] for j in rng.permutation(len(batches))], carry
 
     def _incomplete(self, batch: np.ndarray, lengths: np.ndarray) -> bool:
