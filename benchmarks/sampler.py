@@ -260,34 +260,19 @@ def stream_table(
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=10_000_000, help="lengths per epoch (speed)")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", help="JSON file (default benchmarks/results/sampler.json)")
-    parser.add_argument(
-        "--parts", nargs="+", choices=["speed", "padding"], default=["speed", "padding"]
-    )
-    args = parser.parse_args()
-
+def speed_part(n: int, batch_size: int, repeats: int) -> dict:
+    """One epoch of ``n`` lengths of each kind, against the floor and HF (printed as it goes)."""
     speed = {}
     for name, lengths, budget in (
-        ()
-        if "speed" not in args.parts
-        else (
-            ("few", long_tailed(args.n, cap=512), 4096),
-            ("many", many_distinct(args.n), 131_072),
-        )
+        ("few", long_tailed(n, cap=512), 4096),
+        ("many", many_distinct(n), 131_072),
     ):
         distinct = len(np.unique(lengths))
-        print(f"one epoch of {args.n:,} lengths, {name} ({distinct:,} distinct):")
+        print(f"one epoch of {n:,} lengths, {name} ({distinct:,} distinct):")
         speed[name] = {
             "distinct_lengths": distinct,
-            "batch_size": epoch_times(
-                lengths, {"batch_size": args.batch_size}, args.repeats, args.batch_size
-            ),
-            "max_tokens": epoch_times(lengths, {"max_tokens": budget}, args.repeats, None),
+            "batch_size": epoch_times(lengths, {"batch_size": batch_size}, repeats, batch_size),
+            "max_tokens": epoch_times(lengths, {"max_tokens": budget}, repeats, None),
         }
         speed[name]["max_tokens"]["budget"] = budget
         for mode, result in speed[name].items():
@@ -302,7 +287,11 @@ def main() -> None:
                 for k, v in result["ratios"].items()
             )
             print(f"  {mode:10s} s: {seconds}\n  {'':10s} {ratios}")
+    return speed
 
+
+def padding_part(batch_size: int) -> dict:
+    """Padding, budget and stream tables of every corpus (printed as it goes)."""
     dataset, _ = corpus_dataset_and_tokenizer()
     docstrings, tokenizer_name = docstring_lengths()
     corpora = {
@@ -319,10 +308,10 @@ def main() -> None:
         "transformers_docstrings": docstring_lengths("transformers")[0],
     }
     padding, budgets, streams = {}, {}, {}
-    for name, lengths in corpora.items() if "padding" in args.parts else ():
-        padding[name] = padding_table(lengths, args.batch_size)
-        budgets[name] = budget_table(lengths, args.batch_size, (4096, 8192))
-        streams[name] = stream_table(lengths, args.batch_size, (4096, 8192))
+    for name, lengths in corpora.items():
+        padding[name] = padding_table(lengths, batch_size)
+        budgets[name] = budget_table(lengths, batch_size, (4096, 8192))
+        streams[name] = stream_table(lengths, batch_size, (4096, 8192))
         print(f"{name} ({len(lengths):,} examples, median {np.median(lengths):.0f} tokens):")
         for row in padding[name]:
             print(f"  {row['strategy']:22s} waste {row['waste']:7.2%} ({row['batches']} batches)")
@@ -348,20 +337,31 @@ def main() -> None:
                 f"  stream {row['mode']:10s} {row['value']:6d}  waste {row['waste']:7.2%}{fill}, "
                 f"{row['batches']} batches, pairs again next epoch {row['shared_pairs']:.3f}"
             )
-    save(
-        "sampler",
-        {
-            "n": args.n,
-            "batch_size": args.batch_size,
-            "repeats": args.repeats,
-            "epoch": speed,
-            "padding": padding,
-            "budgets": budgets,
-            "streams": streams,
-            "docstrings_tokenizer": tokenizer_name,
-        },
-        args.out,
+    return {
+        "padding": padding,
+        "budgets": budgets,
+        "streams": streams,
+        "docstrings_tokenizer": tokenizer_name,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=10_000_000, help="lengths per epoch (speed)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", help="JSON file (default benchmarks/results/sampler.json)")
+    parser.add_argument(
+        "--parts", nargs="+", choices=["speed", "padding"], default=["speed", "padding"]
     )
+    args = parser.parse_args()
+
+    result = {"n": args.n, "batch_size": args.batch_size, "repeats": args.repeats}
+    if "speed" in args.parts:
+        result["epoch"] = speed_part(args.n, args.batch_size, args.repeats)
+    if "padding" in args.parts:
+        result.update(padding_part(args.batch_size))
+    save("sampler", result, args.out)
 
 
 if __name__ == "__main__":
