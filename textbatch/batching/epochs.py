@@ -26,6 +26,8 @@ import numpy as np
 from textbatch.batching.packing import plan_packed_batches
 from textbatch.batching.planning import (
     NUM_CODES,
+    TOKEN_REACH,
+    TOKEN_STILL_RUNS,
     LengthRuns,
     TieScatter,
     batch_cost,
@@ -48,14 +50,6 @@ from textbatch.errors import TextBatchError
 # Independent random streams of one (seed, epoch).
 _ORDER, _DRAWS, _PICKS, _TIES = range(4)
 OVERSIZED = ("error", "alone", "truncate")
-# With a token budget a batch holds up to thousands of short examples, and a move of a whole
-# batch's worth of places would cross several lengths. So examples move at most as far as in
-# batches of 32 (mix x min(examples per batch, 32) places), and only out of runs of equal
-# lengths shorter than a quarter of that reach; longer runs regroup through their random order
-# among ties. The long tail then regroups about as much as by batch size, and the moves add a
-# fifth of the padding they did (benchmarks/sampler.py, "budgets").
-TOKEN_REACH = 32  # places per unit of mix, at most
-TOKEN_STILL_RUNS = 0.25  # runs of at least this many reaches keep their place
 
 
 @dataclass(frozen=True)

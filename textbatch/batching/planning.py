@@ -79,6 +79,16 @@ def code_lower_bounds() -> np.ndarray:
 NUM_CODES = 2**CODE_BITS
 
 
+# With a token budget a batch holds up to thousands of short examples, and a move of a whole
+# batch's worth of places would cross several lengths. So examples move at most as far as in
+# batches of 32 (mix x min(examples per batch, 32) places), and only out of runs of equal
+# lengths shorter than a quarter of that reach; longer runs regroup through their random order
+# among ties. The long tail then regroups about as much as by batch size, and the moves add a
+# fifth of the padding they did (benchmarks/sampler.py, "budgets").
+TOKEN_REACH = 32  # places per unit of mix, at most
+TOKEN_STILL_RUNS = 0.25  # runs of at least this many reaches keep their place
+
+
 def per_batch_by_code(code_cost: np.ndarray, max_tokens: int, batch_size: int | None) -> np.ndarray:
     """Examples per batch of ``max_tokens`` at each sort code, given each code's cost per
     example (budget tokens at its shortest length): capped at ``batch_size``, at least 1."""

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from textbatch.batching.collate import check_pad_to_multiple_of
-from textbatch.batching.epochs import TOKEN_REACH, TOKEN_STILL_RUNS
 from textbatch.batching.planning import (
     NUM_CODES,
+    TOKEN_REACH,
+    TOKEN_STILL_RUNS,
     batch_cost,
     code_lower_bounds,
     least_padding_bounds,
