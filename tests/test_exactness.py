@@ -85,6 +85,33 @@ def test_a_peek_at_a_resumed_sampler_then_a_fresh_pass_is_whole():
     assert list(resumed) == first.batches(1)
 
 
+@pytest.mark.parametrize("max_tokens", [None, 512])
+def test_a_state_taken_right_after_set_epoch_resumes_that_whole_epoch(max_tokens):
+    """A loop that checkpoints at an epoch's start: set_epoch, then state_dict() with no
+    position. The state once kept the previous epoch's position, so the resume skipped the
+    epoch (or, under a budget, refused a position past its end)."""
+    lengths = np.random.default_rng(0).integers(5, 200, 1000)
+    options = {"batch_size": 32, "max_tokens": max_tokens}
+    sampler = BucketBatchSampler(lengths, **options)
+    list(sampler)  # all of epoch 0
+    sampler.set_epoch(1)
+    state = sampler.state_dict()
+    assert (state["epoch"], state["position"]) == (1, 0)
+    resumed = BucketBatchSampler(lengths, **options)
+    resumed.load_state_dict(state)
+    resumed.set_epoch(1)  # as a loop that resumes calls it
+    assert list(resumed) == sampler.batches(1)
+
+    at_ten = BucketBatchSampler(lengths, **options)
+    at_ten.load_state_dict({**state, "position": 10})
+    at_ten.set_epoch(2)  # another epoch: from its start, and the state says so
+    assert (at_ten.state_dict()["epoch"], at_ten.state_dict()["position"]) == (2, 0)
+    at_ten.load_state_dict({**state, "position": 10})
+    at_ten.set_epoch(1)  # the saved epoch again: its saved position is kept
+    assert at_ten.state_dict()["position"] == 10
+    assert list(at_ten) == sampler.batches(1)[10:]
+
+
 # ---------------------------------------------------------------------- 11. checked when given
 
 

@@ -560,6 +560,27 @@ def test_resuming_a_finished_epoch_without_set_epoch_moves_on():
     assert list(resumed) == first.batches(1)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"batch_size": 8},
+        {"max_tokens": 1500},
+        {"max_tokens": 1500, "batch_size": 8, "drop_last": True},
+        {"max_tokens": 1500, "num_replicas": 3, "rank": 2},
+        {"max_tokens": 2048, "packing_capacity": 1024},
+        {"batch_size": 8, "weights": np.linspace(1, 2, 1000), "num_samples": 900},
+    ],
+)
+def test_epoch_lengths_are_what_each_epoch_yields(options):
+    sampler = BucketBatchSampler(long_tailed(1000, seed=2), **options)
+    lengths = sampler.epoch_lengths(6)
+    assert lengths == [len(sampler.batches(e)) for e in range(6)]
+    if options == {"max_tokens": 1500}:
+        assert lengths == [44, 45, 45, 45, 44, 44]  # what fit's schedule must count by epoch
+    sampler.set_epoch(2)
+    assert list(sampler) == sampler.batches(2)  # planning other epochs left this one alone
+
+
 def test_token_budget_drop_last_drops_different_examples_each_epoch():
     lengths = np.full(330, 100)
     lengths[:3] = [400, 390, 380]  # the longest would always go if the last batches did

@@ -155,3 +155,24 @@ def test_length_is_counted_after_the_transform(tokenizer, records):
     )
     torch.manual_seed(0)
     assert all(e["length"] == len(e["input_ids"]) for e in stream)
+
+
+def test_ranks_given_to_the_bucketed_stream_alone_are_refused(tokenizer, records):
+    """A StreamingTextDataset splits itself between ranks; ranks given only to BucketedStream
+    were ignored, and every rank read every example."""
+    from textbatch import BucketedStream
+
+    names = sorted({r["label"] for r in records})
+    whole = StreamingTextDataset(records, tokenizer, label_names=names)
+    with pytest.raises(TextBatchError, match=r"splits itself as rank 0 of 1.*rank 1 of 2"):
+        BucketedStream(whole, batch_size=8, num_replicas=2, rank=1)
+    for given in ({}, {"num_replicas": 2}):  # ranks given to the source (and agreeing)
+        seen: Counter = Counter()
+        for rank in range(2):
+            part = StreamingTextDataset(
+                records, tokenizer, label_names=names, num_replicas=2, rank=rank
+            )
+            stream = BucketedStream(part, batch_size=8, **given)
+            assert (stream.rank, stream.num_replicas) == (rank, 2)
+            seen += Counter(key(e) for batch in stream for e in batch)
+        assert sum(seen.values()) == len(records) and max(seen.values()) == 1

@@ -331,3 +331,64 @@ def test_fit_without_lr_takes_the_models_rates(tokenizer, data, tiny_bert_dir, t
     assert (options["lr"], options["head_lr"]) == (1e-4, 2e-3)
     with pytest.raises(TextBatchError, match="head_lr=0"):
         fit(model, *loaders(data), head_lr=0)
+
+
+def _learning_rates(monkeypatch) -> list[float]:
+    """The learning rate of every optimizer step fit takes from now on."""
+    rates: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def recording(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording)
+    return rates
+
+
+def test_token_budget_epochs_of_other_lengths_are_all_scheduled_and_resumed(
+    tokenizer, data, tmp_path, monkeypatch
+):
+    """Under a token budget epochs differ by a batch: the schedule spans every epoch's steps
+    (none at learning rate 0 but the warm-up's first), and a run stopped at epoch 0's length
+    into a longer epoch resumes the rest of it (it once took the epoch for finished)."""
+    options = {"epochs": 3, "lr": 3e-3, "seed": 1, "progress": False}
+    # The case: a sampler seed whose epoch 1 is longer than its epoch 0.
+    plans = {s: loaders(data, max_tokens=2048, seed=s)[0].batch_sampler.epoch_lengths(3)
+             for s in range(10)}  # fmt: skip
+    seed, lengths = next((s, n) for s, n in plans.items() if n[1] > n[0])
+    rates = _learning_rates(monkeypatch)
+    reference = small_model(tokenizer, encoder="transformer")
+    expected = fit(
+        reference, *loaders(data, max_tokens=2048, seed=seed), out_dir=tmp_path / "whole", **options
+    )
+    assert len(rates) == sum(lengths) and min(rates[1:]) > 0  # warm-up starts at 0
+
+    stop = lengths[0] * 2  # epoch 1 at epoch 0's length, a batch before its end
+    cut = tmp_path / "cut"
+    interrupted = small_model(tokenizer, encoder="transformer")
+    fit(interrupted, *loaders(data, max_tokens=2048, seed=seed), out_dir=cut, stop_after_steps=stop,
+        **options)  # fmt: skip
+    rates.clear()
+    resumed = small_model(tokenizer, seed=99, encoder="transformer")
+    history = fit(
+        resumed, *loaders(data, max_tokens=2048, seed=seed), out_dir=cut, resume=True, **options
+    )
+    assert len(rates) == sum(lengths) - stop
+    assert without_timing(history) == without_timing(expected)
+    for key, value in reference.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_a_stream_longer_than_batches_per_epoch_warns(tokenizer, corpus_records):
+    from textbatch import BucketedStream, StreamingTextDataset
+
+    names = sorted({r["label"] for r in corpus_records})
+    stream = StreamingTextDataset(corpus_records[:200], tokenizer, label_names=names)
+    loader = torch.utils.data.DataLoader(
+        BucketedStream(stream, batch_size=32, buffer_size=64),
+        batch_size=None,
+        collate_fn=PaddingCollator.from_tokenizer(tokenizer),
+    )
+    with pytest.warns(UserWarning, match=r"step 6 is past the 5 steps .* learning rate 0"):
+        fit(small_model(tokenizer), loader, epochs=1, batches_per_epoch=5, progress=False)

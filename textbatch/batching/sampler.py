@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from textbatch.batching.epochs import EpochPlan, EpochPlanner, SamplerOptions
-from textbatch.checks import non_negative_int
+from textbatch.checks import non_negative_int, positive_int
 from textbatch.distributed import resolve_rank
 from textbatch.errors import TextBatchError
 
@@ -193,7 +193,22 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         if epoch != self.epoch:
             self.epoch = epoch
             self._resume_at = None
+        # Nothing of the next pass is consumed yet: a state_dict() now says where it starts.
+        self._position = self._resume_at or 0
         self._finished = False
+
+    def epoch_lengths(self, epochs: int) -> list[int]:
+        """This rank's number of batches in each of epochs 0 .. ``epochs`` - 1. By batch size
+        every epoch has as many; under a token budget (or packing) the count depends on the
+        epoch's shuffle, so each epoch is planned (about 1 s an epoch for 10 million
+        examples). A learning-rate schedule sized from one epoch would end early or late."""
+        epochs = positive_int("epochs", epochs, allow_none=False)
+        if self.options.max_tokens is None:
+            return [len(self.plan().steps)] * epochs
+        kept = (self.epoch, self.epoch + 1)  # plan() keeps these; others are planned and let go
+        return [
+            len((self.plan(e) if e in kept else self.planner.plan(e)).steps) for e in range(epochs)
+        ]
 
     def first_uses(self, epoch: int | None = None) -> list[np.ndarray]:
         """For each of this rank's batches of an epoch (default: the current one), True where

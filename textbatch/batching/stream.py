@@ -51,6 +51,26 @@ def example_length(example: Example) -> int:
     )
 
 
+def _ranks(source: Any, num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    """``(rank, num_replicas)`` of the stream: those of a source that splits itself between
+    ranks (``shards_itself``), which ranks given here must agree with (else they would be
+    ignored and every rank would read every example); else the given ones or the process
+    group's."""
+    if not getattr(source, "shards_itself", False):
+        return resolve_rank(num_replicas, rank)
+    theirs = resolve_rank(getattr(source, "num_replicas", None), getattr(source, "rank", None))
+    given = resolve_rank(num_replicas if num_replicas is not None else theirs[1],
+                         rank if rank is not None else theirs[0])  # fmt: skip
+    if given != theirs:
+        raise TextBatchError(
+            f"the source ({type(source).__name__}) splits itself as rank {theirs[0]} of "
+            f"{theirs[1]}, but BucketedStream was given rank {given[0]} of {given[1]}: give "
+            "num_replicas and rank to the source, which splits the stream (BucketedStream "
+            "then needs neither)."
+        )
+    return theirs
+
+
 class BucketedStream(torch.utils.data.IterableDataset):
     """Batches of similar length from a stream of tokenised examples.
 
@@ -70,7 +90,8 @@ class BucketedStream(torch.utils.data.IterableDataset):
             under half of ``max_tokens``. Usually there is one at most.
         num_replicas, rank: ranks to split a plain iterable between, with each rank's
             ``DataLoader`` workers (default: from ``torch.distributed``). Ranks and workers may
-            yield different numbers of batches from a stream.
+            yield different numbers of batches from a stream. A source that splits itself
+            takes them itself; given here too, they must agree with it (else an error).
     """
 
     def __init__(
@@ -113,7 +134,7 @@ class BucketedStream(torch.utils.data.IterableDataset):
         self.drop_last = drop_last
         self.pad_to_multiple_of = check_pad_to_multiple_of(pad_to_multiple_of)
         self.quadratic_length = quadratic_length
-        self.rank, self.num_replicas = resolve_rank(num_replicas, rank)
+        self.rank, self.num_replicas = _ranks(source, num_replicas, rank)
         # Places an example may move per unit of `mix`, by sort code: a batch's worth of
         # examples, at most TOKEN_REACH under a token budget (as in BucketBatchSampler).
         if max_tokens is None:

@@ -44,7 +44,7 @@ def split_to(batches: list[list[int]], steps: int, lengths: np.ndarray) -> list[
 
 def longest_epoch(sampler: BucketBatchSampler, epochs: int) -> int:
     """The most batches (per rank) of the sampler's epochs 0 to ``epochs`` - 1."""
-    return max(len(sampler.planner.plan(epoch).steps) for epoch in range(max(1, epochs)))
+    return max(sampler.epoch_lengths(max(1, epochs)))
 
 
 class EvenSteps:

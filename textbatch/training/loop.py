@@ -13,6 +13,7 @@ import os
 import random
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -345,8 +346,14 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    epoch_lengths = _epoch_lengths(train_loader, epochs)  # None for a stream
+    schedule_lengths = (
+        [batches_per_epoch] * epochs if batches_per_epoch is not None else epoch_lengths
+    )
     batches_per_epoch = _epoch_length(train_loader, batches_per_epoch)
-    total_steps = math.ceil(batches_per_epoch / grad_accum) * epochs
+    # Every epoch's steps: under a token budget epochs differ by a batch or two, and a
+    # schedule sized from the first would end before a longer run does (learning rate 0).
+    total_steps = sum(math.ceil(n / grad_accum) for n in schedule_lengths or [])
     if lr is None:
         lr, default_head = default_learning_rates(model)
         head_lr = default_head if head_lr is None else head_lr
@@ -378,6 +385,7 @@ def fit(
     generators = _loader_generators(train_loader)
     checkpoints = None if out_dir is None else Path(out_dir) / "checkpoints"
     run = _Run(model, objects, train_loader, generators, checkpoints, identity, main)
+    run.epoch_lengths = epoch_lengths
 
     resumed_rng = None
     if checkpoints is not None:
@@ -394,6 +402,7 @@ def fit(
     stepper = _Stepper(
         model, optimizer, scheduler, scaler, max_grad_norm, grad_accum, device, amp, log and main
     )
+    stepper.schedule_steps = total_steps
     original_threads = torch.get_num_threads()
     try:
         stepper.watch = _start_threads(threads, device, state)
@@ -403,7 +412,8 @@ def fit(
             resumed_rng = None
             meter = state["meter"] or {"loss": 0.0, "sequences": 0.0, "real": 0.0, "padded": 0.0}
             meter.setdefault("seconds", 0.0)
-            bar = _progress(progress and main, batches_per_epoch - state["position"], epoch, epochs)
+            length = batches_per_epoch if epoch_lengths is None else epoch_lengths[epoch]
+            bar = _progress(progress and main, length - state["position"], epoch, epochs)
             stopped = _train_epoch(
                 run, stepper, iterator, meter, bar, stop_after_steps, checkpoint_every
             )
@@ -443,6 +453,7 @@ class _Stepper:
     amp: bool
     log: bool
     watch: ThreadWatch | None = None  # threads="auto": when to measure the thread count
+    schedule_steps: int = 0  # optimizer steps the learning-rate schedule spans
     timing_batch: dict[str, torch.Tensor] | None = None  # the batch it times
 
     def step(self, window: list[dict[str, torch.Tensor]], meter: dict[str, float], where: str):
@@ -494,6 +505,14 @@ def _train_epoch(
             where = f"epoch {state['epoch'] + 1}, step {state['step'] + 1}"
             stepper.step(window, meter, where)
             state["step"] += 1
+            if state["step"] == stepper.schedule_steps + 1 and run.main:
+                warnings.warn(
+                    f"optimizer step {state['step']} is past the {stepper.schedule_steps} steps "
+                    "the learning-rate schedule spans, so it and the steps after it train at "
+                    "learning rate 0: the stream holds more batches than batches_per_epoch "
+                    "said; pass a larger batches_per_epoch.",
+                    stacklevel=2,
+                )
             state["position"] += len(window)
             elapsed = meter["seconds"] + time.perf_counter() - started
             if bar is not None:
@@ -539,7 +558,7 @@ class _Run:
         }
         self.epoch_rng: dict[str, Any] = {}  # the RNG states when the current epoch began
         self.order_restored = False  # the loader continues from a saved state (no replay)
-        self.length = _length(loader)  # batches per epoch (None for a stream), before a resume
+        self.epoch_lengths: list[int] | None = None  # batches of each epoch (None: a stream)
 
     def resume(self, log: bool) -> dict[str, Any] | None:
         """Load the newest valid checkpoint, if any; return this rank's RNG states from it."""
@@ -565,7 +584,8 @@ class _Run:
             set_rng_states(resumed_rng["epoch_start"], self.generators)
         self.epoch_rng = rng_states(self.generators)
         position = self.state["position"]
-        if position and position == self.length:
+        lengths = self.epoch_lengths
+        if position and lengths is not None and position == lengths[self.state["epoch"]]:
             # Stopped after the epoch's last batch: nothing is left of it. (A StatefulDataLoader
             # applies a loaded state at its next iter(), which would move on to the next epoch.)
             iterator: Iterator[Any] = iter(())
@@ -737,6 +757,16 @@ def _length(loader: Any) -> int | None:
         return len(loader)
     except TypeError:
         return None
+
+
+def _epoch_lengths(loader: Any, epochs: int) -> list[int] | None:
+    """Batches of each of the run's epochs, as the loader will yield them (None for a stream):
+    a ``BucketBatchSampler`` under a token budget plans every epoch to count them."""
+    sampler = getattr(loader, "batch_sampler", None)
+    if callable(getattr(sampler, "epoch_lengths", None)):
+        return sampler.epoch_lengths(epochs)
+    known = _length(loader)
+    return None if known is None else [known] * epochs
 
 
 def _epoch_length(loader: Any, batches_per_epoch: int | None) -> int:
