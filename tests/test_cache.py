@@ -231,3 +231,21 @@ def test_a_file_replaced_while_it_is_read_is_refused(tmp_path, cache_dir, monkey
     with pytest.raises(TextBatchError, match="changed while it was being read"):
         load_file(path, cache_dir)
     assert not any((cache_dir / "datasets").iterdir())  # nothing kept under the old digest
+
+
+def test_a_tokenizer_that_splits_special_tokens_is_not_served_the_other_cache(tokenizer, tmp_path):
+    """``split_special_tokens`` is set on the Rust tokenizer per call, not kept in its JSON:
+    the cache key once missed it, and "[SEP]" in a text came back as the special token."""
+    import copy
+
+    path = tmp_path / "data.csv"
+    path.write_text("text,label\nthe goal [SEP] the final,sports\nthe budget,politics\n")
+    splitting = copy.deepcopy(tokenizer)
+    splitting.split_special_tokens = True
+    expected = splitting("the goal [SEP] the final")["input_ids"]
+    assert expected != tokenizer("the goal [SEP] the final")["input_ids"]
+    assert not TextDataset.from_file(path, tokenizer).from_cache
+    split = TextDataset.from_file(path, splitting)
+    assert not split.from_cache
+    assert list(split[0]["input_ids"]) == expected
+    assert TextDataset.from_file(path, splitting).from_cache

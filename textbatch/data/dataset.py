@@ -23,6 +23,7 @@ import torch
 
 from textbatch._version import __version__
 from textbatch.data.arrow import ListColumn
+from textbatch.data.backend import calls_backend_directly
 from textbatch.data.columns import LabelSpec, invalid_text_rows, label_text, resolve_labels
 from textbatch.data.encoding import check_encoding, utf8_source
 from textbatch.data.hashing import checksum_path, checksum_problem, file_digest, write_checksum
@@ -437,10 +438,18 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     # Truncation and padding settings change with every call (and we set them per call).
     backend.pop("truncation", None)
     backend.pop("padding", None)
+    kind = type(tokenizer)
     state = {
         "backend": backend,
         "truncation_side": tokenizer.truncation_side,
         "model_input_names": list(tokenizer.model_input_names),
+        # Set on the Rust tokenizer per call (not in its JSON): "[SEP]" in a text is a special
+        # token, or the characters [, sep, ].
+        "split_special_tokens": bool(getattr(tokenizer, "split_special_tokens", False)),
+        # A class that changes __call__ is called through it, and may encode its own way.
+        "class": None
+        if calls_backend_directly(tokenizer)
+        else f"{kind.__module__}.{kind.__qualname__}",
     }
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
