@@ -105,6 +105,17 @@ def test_overlong_sequences():
     assert split["input_ids"].tolist() == [[2, 11, 12, 3], [2, 21, 22, 23], [24, 3, 0, 0]]
 
 
+@pytest.mark.parametrize("overlong", ["truncate", "split"])
+def test_an_empty_example_beside_an_overlong_one_keeps_its_label(overlong):
+    """With overlong="split" an empty example once got no piece, and its label was lost."""
+    empty = {"input_ids": [], "token_type_ids": [], "labels": 7}
+    alone = PackingCollator(0, capacity=4, overlong=overlong)([empty, FEATURES[0]])
+    beside = PackingCollator(0, capacity=4, overlong=overlong)([empty, FEATURES[1]])
+    assert alone["labels"].tolist()[0] == beside["labels"].tolist()[0] == 7
+    assert alone["example_ids"].tolist()[0] == beside["example_ids"].tolist()[0] == 0
+    assert int(beside["cu_seqlens"][1]) == 0  # an empty sequence first, then the others
+
+
 def test_packing_bad_input():
     with pytest.raises(TextBatchError, match="empty batch"):
         PackingCollator(0, capacity=8)([])

@@ -511,7 +511,8 @@ class PackingCollator:
                 np.zeros(count, dtype=np.int64),
                 np.minimum(lengths, self.capacity),
             )
-        pieces = -(-lengths // self.capacity)  # per example; an empty example has none
+        # Pieces per example; an empty example keeps one empty sequence, as when none is split.
+        pieces = np.maximum(-(-lengths // self.capacity), 1)
         examples = np.repeat(np.arange(count), pieces)
         first_piece = np.repeat(np.cumsum(pieces) - pieces, pieces)
         starts = (np.arange(int(pieces.sum())) - first_piece) * self.capacity
