@@ -448,3 +448,42 @@ def test_select_with_a_boolean_mask(tokenizer):
     ds = TextDataset.from_records(RECORDS, tokenizer)
     part = ds.select(np.array([True, False, True, False]))
     assert part[1]["input_ids"] == ds[2]["input_ids"] and len(part) == 2
+
+
+# ------------------------------------------------------------------ malformed delimited files
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        # Every row one field over: pandas made the first field the index, and the text
+        # "terrible, do not buy" became " do not buy".
+        ("every.csv", "text,label\nterrible, do not buy,neg\ngreat, love it,pos\n",
+         r"row 0 \(line 2\) of .* has 3 fields, more than the header's 2"),
+        ("first.csv", "text,label\nterrible, do not buy,neg\ngreat love it,pos\n",
+         r"row 0 \(line 2\) .* has 3 fields"),
+        ("later.csv", "text,label\nfine,pos\nterrible, do not buy,neg\n",
+         r"Expected 2 fields in line 3, saw 3"),
+        ("unclosed.csv", 'text,label\n"unclosed,pos\nfine,neg\n', r"EOF inside string"),
+        ("twice.csv", "text,label,text\na,b,c\n", r"names column 'text' 2 times"),
+        # A quote meant as text opened a field that ran on, joining three rows into one.
+        ("joined.tsv", 'text\tlabel\n"meh, not for me\tneg\nfine film\tpos\n"bad" film\tneg\n',
+         r"row 0 of .*, column 'text', holds tabs and 2 line breaks"),
+    ],
+)  # fmt: skip
+def test_a_malformed_delimited_file_is_an_error_not_other_rows(tokenizer, tmp_path, name,
+                                                                content, message):  # fmt: skip
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(TextBatchError, match=message):
+        TextDataset.from_file(path, tokenizer)
+    with pytest.raises(TextBatchError, match=message):  # not served from a cache the next time
+        TextDataset.from_file(path, tokenizer)
+
+
+def test_quoted_tabs_and_line_breaks_in_a_tsv_are_text(tokenizer, tmp_path):
+    path = tmp_path / "quoted.tsv"
+    path.write_text('text\tlabel\n"a\ttab"\tpos\n"two\nlines"\tneg\n"said ""hi"""\tpos\n')
+    ds = TextDataset.from_file(path, tokenizer)
+    texts = ["a\ttab", "two\nlines", 'said "hi"']
+    assert [ds[i]["input_ids"] for i in range(3)] == [tokenizer(t)["input_ids"] for t in texts]

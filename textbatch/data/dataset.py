@@ -25,6 +25,14 @@ from textbatch._version import __version__
 from textbatch.data.arrow import ListColumn
 from textbatch.data.backend import calls_backend_directly
 from textbatch.data.columns import LabelSpec, invalid_text_rows, label_text, resolve_labels
+from textbatch.data.delimited import (
+    CSV_OPTIONS,
+    TSV_OPTIONS,
+    check_header,
+    check_tsv_cells,
+    parse_error,
+    strict_rows,
+)
 from textbatch.data.encoding import check_encoding, utf8_source
 from textbatch.data.hashing import checksum_path, checksum_problem, file_digest, write_checksum
 from textbatch.data.tokenize import TableTokenizer
@@ -35,12 +43,9 @@ Example = dict[str, Any]
 Transform = Callable[[Example], Example]
 
 DEFAULT_MAX_LENGTH = 512
-# Cells such as "NA", "None", "null" or "nan" are text, not missing values (pandas' default);
-# only an empty cell is missing.
-_CSV = {"keep_default_na": False, "na_values": [""]}
 FILE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
-    ".csv": ("csv", _CSV),
-    ".tsv": ("csv", {**_CSV, "sep": "\t"}),
+    ".csv": ("csv", CSV_OPTIONS),
+    ".tsv": ("csv", TSV_OPTIONS),
     ".json": ("json", {}),
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
@@ -559,7 +564,9 @@ def _read_file(
         source = path
         if builder != "parquet":  # parquet stores UTF-8 by definition
             source = utf8_source(path, folder, encoding, encoding_errors)
-        dataset = _load_checked(builder, source, folder, options, as_copy=as_copy)
+        if builder == "csv":
+            check_header(source, options, str(path))
+        dataset = _load_checked(builder, source, folder, options, as_copy=as_copy, shown=str(path))
         if _file_state(path) != before:  # the cache may hold other bytes than the digest's
             shutil.rmtree(folder, ignore_errors=True)
             raise TextBatchError(
@@ -578,9 +585,11 @@ def _read_file(
                 f"data file {str(path)!r} has no rows (a header only?); give it at least one "
                 "example."
             ) from None
-        raise TextBatchError(
-            f"cannot read {str(path)!r} as {builder}: {type(error).__name__}: {error}"
-        ) from error
+        if builder == "csv" and "source" in locals():
+            problem = parse_error(error, source, options, str(path))
+        else:
+            problem = f"{type(error).__name__}: {error}"
+        raise TextBatchError(f"cannot read {str(path)!r} as {builder}: {problem}") from error
 
 
 def unwritable_cache_error(error: BaseException, root: Path) -> TextBatchError | None:
@@ -610,7 +619,12 @@ def _file_state(path: Path) -> tuple[int, ...]:
 
 
 def _load_checked(
-    builder: str, path: Path, folder: Path, options: dict[str, Any], as_copy: bool = False
+    builder: str,
+    path: Path,
+    folder: Path,
+    options: dict[str, Any],
+    as_copy: bool = False,
+    shown: str = "",
 ) -> Any:
     """``datasets.load_dataset`` with its Arrow copy under ``folder``: Arrow files that do not
     match their checksums are built again (with a warning); new ones get checksums. With
@@ -634,7 +648,17 @@ def _load_checked(
                 shutil.rmtree(prepared)
                 break
     fresh = not prepared.is_dir()
-    loader.download_and_prepare()
+    if builder == "csv":
+        with strict_rows():  # a row with more fields than the header is an error
+            loader.download_and_prepare()
+    else:
+        loader.download_and_prepare()
+    if fresh and options is TSV_OPTIONS:
+        try:
+            check_tsv_cells(loader.as_dataset(split="train"), shown or str(path))
+        except TextBatchError:
+            shutil.rmtree(prepared, ignore_errors=True)  # the next read raises again
+            raise
     if fresh:
         for arrow_file in prepared.glob("*.arrow"):
             write_checksum(arrow_file)

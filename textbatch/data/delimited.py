@@ -1,0 +1,105 @@
+"""Reading csv and tsv files so that a malformed file is an error, never other rows.
+
+pandas (which ``datasets`` reads delimited files with) quietly makes the first field the index
+when every row has one field more than the header (an unquoted comma in a text), names a
+repeated header ``text.1``, and in a tab-separated file takes a ``"`` at a field's start as a
+quote that runs on across tabs and lines, joining rows. Here no column is ever the index, a row
+with more fields than the header is an error that names its line, so is a header that names a
+column twice, and so is a tsv cell that holds a tab and a line break: only quotes put them
+there, and both at once is the mark of a quote that was meant as text and joined rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from textbatch.errors import TextBatchError
+
+# Cells such as "NA", "None", "null" or "nan" are text, not missing values (pandas' default);
+# only an empty cell is missing. No column is ever the index.
+CSV_OPTIONS: dict[str, Any] = {"keep_default_na": False, "na_values": [""], "index_col": False}
+TSV_OPTIONS: dict[str, Any] = {**CSV_OPTIONS, "sep": "\t"}
+
+
+def _reader(handle: Any, options: dict[str, Any]) -> Iterator[list[str]]:
+    quoting = options.get("quoting", csv.QUOTE_MINIMAL)
+    return csv.reader(handle, delimiter=options.get("sep", ","), quoting=quoting)
+
+
+def check_header(path: Path, options: dict[str, Any], shown: str) -> None:
+    """Raise when the header of the delimited UTF-8 file ``path`` names a column twice."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        header = next(_reader(handle, options), [])
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise TextBatchError(
+            f"the header of {shown!r} names column {repeated[0]!r} {header.count(repeated[0])} "
+            f"times (the header: {header}); give every column its own name."
+        )
+
+
+@contextmanager
+def strict_rows() -> Iterator[None]:
+    """pandas' warning that a row had more fields than the header (and lost them) raised."""
+    from pandas.errors import ParserWarning
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=ParserWarning)
+        yield
+
+
+def parse_error(error: BaseException, path: Path, options: dict[str, Any], shown: str) -> str:
+    """What went wrong reading ``path``, in pandas' words (the first cause in ``error``'s
+    chain), naming the first row with more fields than the header when that is it."""
+    from pandas.errors import ParserWarning
+
+    causes = [error]
+    while causes[-1].__cause__ or causes[-1].__context__:
+        causes.append(causes[-1].__cause__ or causes[-1].__context__)
+    root = causes[-1]
+    if isinstance(root, ParserWarning):
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = _reader(handle, options)
+            width = len(next(reader, []))
+            for index, row in enumerate(reader):
+                if len(row) > width:
+                    return (
+                        f"row {index} (line {reader.line_num}) of {shown!r} has {len(row)} "
+                        f"fields, more than the header's {width}: a text that holds the "
+                        'separator must be quoted ("...")'
+                    )
+        return f"a row of {shown!r} has more fields than the header"
+    return f"{type(root).__name__}: {root}"
+
+
+def check_tsv_cells(dataset: Any, shown: str) -> None:
+    """Raise when a string cell of a tsv holds a tab and a line break: only quotes put them
+    there, and in a tsv a ``"`` at a field's start is most often text, whose "quote" then ran
+    on across the tabs and lines of the next rows and joined them into this cell."""
+    import pyarrow.compute as pc
+
+    for name in dataset.column_names:
+        column = dataset.data.column(name)
+        if not (column.type.equals("string") or column.type.equals("large_string")):
+            continue
+        start = 0
+        for chunk in column.chunks:
+            tabbed = pc.fill_null(pc.match_substring_regex(chunk, "(?s)\t.*\n|\n.*\t"), False)
+            if pc.any(tabbed).as_py():
+                row = start + int(pc.index(tabbed, True).as_py())
+                cell = chunk[row - start].as_py()
+                raise TextBatchError(
+                    f"row {row} of {shown!r}, column {name!r}, holds tabs and "
+                    f"{cell.count(chr(10))} line breaks ({cell[:60]!r}"
+                    f"{'...' if len(cell) > 60 else ''}): a '\"' that opens a field quotes it "
+                    "up to the next '\"', across tabs and lines, so rows were joined. If the "
+                    "file's quotes are text (as in GLUE's tsv files), read it with pandas "
+                    "(read_csv(path, sep='\\t', quoting=csv.QUOTE_NONE, keep_default_na=False)) "
+                    "and use TextDataset.from_records or from_hf; else quote that field whole."
+                )
+            start += len(chunk)
