@@ -487,3 +487,12 @@ def test_quoted_tabs_and_line_breaks_in_a_tsv_are_text(tokenizer, tmp_path):
     ds = TextDataset.from_file(path, tokenizer)
     texts = ["a\ttab", "two\nlines", 'said "hi"']
     assert [ds[i]["input_ids"] for i in range(3)] == [tokenizer(t)["input_ids"] for t in texts]
+
+
+def test_unusable_labels_are_named(tokenizer, tmp_path):
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": "x"}\n')
+    with pytest.raises(TextBatchError, match=r"int at row 0 \(1\) and str at row 1 \('x'\)"):
+        TextDataset.from_file(mixed, tokenizer)
+    with pytest.raises(TextBatchError, match=r"label 1180591620717411303424 does not fit"):
+        TextDataset.from_records([{"text": "a", "label": 2**70}], tokenizer)

@@ -123,6 +123,25 @@ class LabelSpec:
         return LabelSpec(self.names, self.ids[rows], self.missing[rows])
 
 
+def _mixed_json(column: Any) -> str:
+    """For a column that ``datasets`` read as JSON values of mixed kinds (a jsonl whose labels
+    are ints on some rows and strings on others), which kinds and where each first occurs."""
+    import json
+
+    if getattr(column.type, "extension_name", None) != "arrow.json":
+        return ""
+    texts = (text for chunk in column.chunks for text in chunk.storage.to_pylist())
+    first: dict[str, tuple[int, Any]] = {}
+    for row, text in enumerate(texts):
+        value = None if text is None else json.loads(text)
+        if value is not None:
+            first.setdefault(type(value).__name__, (row, value))
+        if len(first) == 2:
+            break
+    shown = " and ".join(f"{kind} at row {row} ({value!r})" for kind, (row, value) in first.items())
+    return f", values of several kinds ({shown})"
+
+
 def resolve_labels(
     hf_dataset: Any, label: str, label_names: Sequence[Any] | None = None
 ) -> LabelSpec:
@@ -170,7 +189,8 @@ def resolve_labels(
         strings = pa.nulls(len(column), pa.string())
     else:
         raise TextBatchError(
-            f"label column {label!r} has type {column.type}; labels must be strings or integers."
+            f"label column {label!r} has type {column.type}{_mixed_json(column)}; labels must "
+            "be strings or integers, every label of one kind."
         )
     strings = strings.combine_chunks() if hasattr(strings, "combine_chunks") else strings
     missing = strings.is_null().to_numpy(zero_copy_only=False)

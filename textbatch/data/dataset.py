@@ -898,7 +898,12 @@ def _plain_label(value: Any) -> Any:
         return bool(value)
     if isinstance(value, str):
         return str(value)
-    return int(text)
+    number = int(text)
+    if not -(2**63) <= number < 2**63:
+        raise TextBatchError(
+            f"label {number} does not fit a 64-bit integer; write such labels as strings."
+        )
+    return number
 
 
 _LABEL_KINDS = {bool: "boolean", int: "int", str: "string"}
