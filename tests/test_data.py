@@ -496,3 +496,31 @@ def test_unusable_labels_are_named(tokenizer, tmp_path):
         TextDataset.from_file(mixed, tokenizer)
     with pytest.raises(TextBatchError, match=r"label 1180591620717411303424 does not fit"):
         TextDataset.from_records([{"text": "a", "label": 2**70}], tokenizer)
+
+
+def test_csv_cells_are_read_as_the_text_they_are(tokenizer, tmp_path):
+    """pandas guessed types: labels "1", "01" and "001" became one integer, "True" became
+    "true", a column of numbers was not text, and one that turned to words after 10,000 rows
+    of numbers could not be read at all."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text("text,label\na,1\nb,01\nc,2\nd,001\n")
+    assert TextDataset.from_file(labels, tokenizer).label_names == ["001", "01", "1", "2"]
+    words = tmp_path / "words.csv"
+    words.write_text("text,label\na,True\nb,1e3\nc,1000\n")
+    assert TextDataset.from_file(words, tokenizer).label_names == ["1000", "1e3", "True"]
+    years = tmp_path / "years.csv"
+    years.write_text("text,label\n1999,a\n2024,b\n")
+    assert TextDataset.from_file(years, tokenizer)[0]["input_ids"] == tokenizer("1999")["input_ids"]
+    late = tmp_path / "late.csv"
+    late.write_text("text,label\n" + "x,0\n" * 10_000 + "y,other\n")
+    assert TextDataset.from_file(late, tokenizer).label_names == ["0", "other"]
+
+
+def test_labels_written_as_integers_sort_as_integers_in_every_format(tokenizer, tmp_path):
+    records = [{"text": t, "label": v} for t, v in zip("abc", ["10", "2", "9"], strict=True)]
+    as_ints = [{**r, "label": int(r["label"])} for r in records]
+    for name, rows in (("strings.jsonl", records), ("ints.jsonl", as_ints)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write(tmp_path / "table", records, "csv")
+    for path in ("strings.jsonl", "ints.jsonl", "table.csv"):
+        assert TextDataset.from_file(tmp_path / path, tokenizer).label_names == ["2", "9", "10"]

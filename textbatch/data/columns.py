@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -236,6 +237,11 @@ def _label_names(strings: Any, label_names: Sequence[Any] | None, numeric: bool)
     present = [value for value in pc.unique(strings).to_pylist() if value is not None]
     if not present:
         raise TextBatchError("every label is missing; fill the label column or pass label=None.")
-    if numeric:
-        return sorted(present, key=int)
+    if numeric or all(_INTEGER.fullmatch(value) for value in present):
+        # Integers, and labels written as integers (a csv's cells are read as text): 2 before
+        # 10, and "01" beside "1" but not the same label.
+        return sorted(present, key=lambda value: (int(value), value))
     return sorted(present)
+
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")

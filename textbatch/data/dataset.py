@@ -28,7 +28,7 @@ from textbatch.data.columns import LabelSpec, invalid_text_rows, label_text, res
 from textbatch.data.delimited import (
     CSV_OPTIONS,
     TSV_OPTIONS,
-    check_header,
+    as_text,
     check_tsv_cells,
     parse_error,
     strict_rows,
@@ -554,6 +554,8 @@ def _read_file(
         )
     try:
         if streaming:
+            if builder == "csv":
+                options = as_text(path, options, str(path))
             stream = datasets.load_dataset(
                 builder, data_files=str(path), split="train", streaming=True, **options
             )
@@ -565,7 +567,7 @@ def _read_file(
         if builder != "parquet":  # parquet stores UTF-8 by definition
             source = utf8_source(path, folder, encoding, encoding_errors)
         if builder == "csv":
-            check_header(source, options, str(path))
+            options = as_text(source, options, str(path))
         dataset = _load_checked(builder, source, folder, options, as_copy=as_copy, shown=str(path))
         if _file_state(path) != before:  # the cache may hold other bytes than the digest's
             shutil.rmtree(folder, ignore_errors=True)
@@ -653,7 +655,7 @@ def _load_checked(
             loader.download_and_prepare()
     else:
         loader.download_and_prepare()
-    if fresh and options is TSV_OPTIONS:
+    if fresh and options.get("sep") == TSV_OPTIONS["sep"]:
         try:
             check_tsv_cells(loader.as_dataset(split="train"), shown or str(path))
         except TextBatchError:

@@ -1,12 +1,14 @@
 """Reading csv and tsv files so that a malformed file is an error, never other rows.
 
-pandas (which ``datasets`` reads delimited files with) quietly makes the first field the index
+pandas (which ``datasets`` reads delimited files with) guesses each column's type per 10,000
+rows (labels "1", "01" and "001" became one integer), quietly makes the first field the index
 when every row has one field more than the header (an unquoted comma in a text), names a
 repeated header ``text.1``, and in a tab-separated file takes a ``"`` at a field's start as a
-quote that runs on across tabs and lines, joining rows. Here no column is ever the index, a row
-with more fields than the header is an error that names its line, so is a header that names a
-column twice, and so is a tsv cell that holds a tab and a line break: only quotes put them
-there, and both at once is the mark of a quote that was meant as text and joined rows.
+quote that runs on across tabs and lines, joining rows. Here every cell is read as the text it
+is, no column is ever the index, a row with more fields than the header is an error that names
+its line, so is a header that names a column twice, and so is a tsv cell that holds a tab and a
+line break: only quotes put them there, and both at once is the mark of a quote that was meant
+as text and joined rows.
 """
 
 from __future__ import annotations
@@ -31,8 +33,13 @@ def _reader(handle: Any, options: dict[str, Any]) -> Iterator[list[str]]:
     return csv.reader(handle, delimiter=options.get("sep", ","), quoting=quoting)
 
 
-def check_header(path: Path, options: dict[str, Any], shown: str) -> None:
-    """Raise when the header of the delimited UTF-8 file ``path`` names a column twice."""
+def as_text(path: Path, options: dict[str, Any], shown: str) -> dict[str, Any]:
+    """``options`` for reading the delimited UTF-8 file ``path`` with every column as text,
+    as written: pandas would guess types per 10,000 rows, read labels "1", "01" and "001" as
+    the same integer, and fail on a column that turns to words after 10,000 numbers. Raises
+    when the header names a column twice."""
+    import datasets
+
     with open(path, encoding="utf-8-sig", newline="") as handle:
         header = next(_reader(handle, options), [])
     repeated = sorted({name for name in header if header.count(name) > 1})
@@ -41,6 +48,8 @@ def check_header(path: Path, options: dict[str, Any], shown: str) -> None:
             f"the header of {shown!r} names column {repeated[0]!r} {header.count(repeated[0])} "
             f"times (the header: {header}); give every column its own name."
         )
+    text = datasets.Features({name: datasets.Value("string") for name in header})
+    return {**options, "features": text}
 
 
 @contextmanager
