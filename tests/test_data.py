@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from textbatch import PaddingCollator, TextBatchError, TextDataset
+from textbatch.errors import TextBatchWarning
 
 RECORDS = [
     {"text": "The striker scored a late goal.", "label": "sports"},
@@ -524,3 +525,17 @@ def test_labels_written_as_integers_sort_as_integers_in_every_format(tokenizer, 
     write(tmp_path / "table", records, "csv")
     for path in ("strings.jsonl", "ints.jsonl", "table.csv"):
         assert TextDataset.from_file(tmp_path / path, tokenizer).label_names == ["2", "9", "10"]
+
+
+def test_one_number_among_jsonl_texts_is_that_row_alone(tokenizer, tmp_path):
+    """datasets reads a jsonl column of strings and one number as JSON values: every row was
+    taken for a non-string (drop_invalid dropped them all, the error was a StopIteration)."""
+    rows = [{"text": 42 if i == 3 else f"the match {i}", "label": "ab"[i % 2]} for i in range(8)]
+    path = tmp_path / "one_number.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(TextBatchError, match=r"row 3, column 'text' is int 42, not a string; 1 of"):
+        TextDataset.from_file(path, tokenizer)
+    with pytest.warns(TextBatchWarning, match="dropped 1 of 8"):
+        ds = TextDataset.from_file(path, tokenizer, drop_invalid=True)
+    kept = [r["text"] for r in rows if isinstance(r["text"], str)]
+    assert [ds[i]["input_ids"] for i in range(len(ds))] == [tokenizer(t)["input_ids"] for t in kept]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import re
@@ -31,14 +32,11 @@ def invalid_text_rows(hf_dataset: Any, columns: Sequence[str]) -> np.ndarray:
 
     bad = np.zeros(len(hf_dataset), dtype=bool)
     for name in columns:
-        column = _column(hf_dataset, name)
-        if not _is_text(column.type):
-            bad[:] = True  # non-string values (or all missing): every row is bad
-            continue
         start = 0
-        for chunk in column.chunks:  # a chunk at a time: the trimmed copy never holds a column
-            blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(chunk)), 0)
-            bad[start : start + len(chunk)] |= pc.fill_null(blank, True).to_numpy(
+        for chunk in _column(hf_dataset, name).chunks:  # the trimmed copy never holds a column
+            strings, other = as_strings(chunk)
+            blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(strings)), 0)
+            bad[start : start + len(chunk)] |= other | pc.fill_null(blank, True).to_numpy(
                 zero_copy_only=False
             )
             start += len(chunk)
@@ -56,17 +54,53 @@ def invalid_text_reasons(
     rows = np.asarray(rows, dtype=np.int64)
     reasons = np.full(len(rows), "", dtype=object)
     for name, what in zip(columns, ("text", "text pair"), strict=False):
-        values = _take(_column(hf_dataset, name), rows)
-        missing = values.is_null().to_numpy(zero_copy_only=False)
-        if _is_text(values.type):
-            blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0)
-            wrong = pc.fill_null(blank, False).to_numpy(zero_copy_only=False)
-            why = f"empty {what}"
-        else:
-            wrong, why = np.ones(len(rows), dtype=bool), f"{what} is not a string"
+        strings, other = as_strings(_take(_column(hf_dataset, name), rows))
+        missing = strings.is_null().to_numpy(zero_copy_only=False) & ~other
+        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(strings)), 0)
+        blank = pc.fill_null(blank, False).to_numpy(zero_copy_only=False)
         reasons[(reasons == "") & missing] = f"missing {what}"
-        reasons[(reasons == "") & wrong] = why
+        reasons[(reasons == "") & other] = f"{what} is not a string"
+        reasons[(reasons == "") & blank] = f"empty {what}"
     return reasons.tolist()
+
+
+def as_strings(values: Any) -> tuple[Any, np.ndarray]:
+    """An Arrow array of texts as a string array, and a mask of the values that are present but
+    not strings (null in the strings). A jsonl column whose values are of several kinds (a text
+    that is a number) comes from ``datasets`` as JSON; its strings are decoded here."""
+    import pyarrow as pa
+
+    if _is_text(values.type):
+        return values, np.zeros(len(values), dtype=bool)
+    if getattr(values.type, "extension_name", None) == "arrow.json":
+        decoded = [None if t is None else json.loads(t) for t in values.storage.to_pylist()]
+        strings = pa.array([v if isinstance(v, str) else None for v in decoded], pa.string())
+        return strings, np.array([v is not None and not isinstance(v, str) for v in decoded])
+    present = ~values.is_null().to_numpy(zero_copy_only=False)
+    return pa.nulls(len(values), pa.string()), present
+
+
+def plain_text_columns(hf_dataset: Any, columns: Sequence[str]) -> Any:
+    """``hf_dataset`` with any JSON-typed text column (see :func:`as_strings`) as plain
+    strings, for the tokenizer; call it once every row's text is a string."""
+    import pyarrow as pa
+
+    json_columns = [
+        name
+        for name in columns
+        if getattr(_column(hf_dataset, name).type, "extension_name", None) == "arrow.json"
+    ]
+    if not json_columns:
+        return hf_dataset
+    hf_dataset = hf_dataset.flatten_indices()
+    for name in json_columns:
+        chunks = [as_strings(chunk)[0] for chunk in _column(hf_dataset, name).chunks]
+        strings = pa.chunked_array(chunks, pa.string())
+        position = hf_dataset.column_names.index(name)
+        hf_dataset = hf_dataset.remove_columns(name).add_column(name, strings)
+        order = [*hf_dataset.column_names[:position], name, *hf_dataset.column_names[position:-1]]
+        hf_dataset = hf_dataset.select_columns(order)
+    return hf_dataset
 
 
 def _take(column: Any, rows: np.ndarray) -> Any:
@@ -127,8 +161,6 @@ class LabelSpec:
 def _mixed_json(column: Any) -> str:
     """For a column that ``datasets`` read as JSON values of mixed kinds (a jsonl whose labels
     are ints on some rows and strings on others), which kinds and where each first occurs."""
-    import json
-
     if getattr(column.type, "extension_name", None) != "arrow.json":
         return ""
     texts = (text for chunk in column.chunks for text in chunk.storage.to_pylist())

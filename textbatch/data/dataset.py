@@ -24,7 +24,13 @@ import torch
 from textbatch._version import __version__
 from textbatch.data.arrow import ListColumn
 from textbatch.data.backend import calls_backend_directly
-from textbatch.data.columns import LabelSpec, invalid_text_rows, label_text, resolve_labels
+from textbatch.data.columns import (
+    LabelSpec,
+    invalid_text_rows,
+    label_text,
+    plain_text_columns,
+    resolve_labels,
+)
 from textbatch.data.delimited import (
     CSV_OPTIONS,
     TSV_OPTIONS,
@@ -187,6 +193,7 @@ class TextDataset(torch.utils.data.Dataset):
                 kept = hashlib.blake2b(keep.astype(np.int64).tobytes(), digest_size=16)
                 _source = {**_source, "kept": kept.hexdigest()}
 
+        hf_dataset = plain_text_columns(hf_dataset, text_columns)  # every text is a string now
         tokenized, from_cache = _tokenize(
             hf_dataset, tokenizer, text, text_pair, max_length, cache_dir, _source
         )
