@@ -59,6 +59,48 @@ def test_every_library_phrase_of_the_table_is_still_in_the_source():
         assert library in flat, library
 
 
+PACKING = (
+    "Raise it, truncate with max_length, or pass oversized='truncate' (and pack with "
+    "PackingCollator(overlong='truncate'))."
+)
+# Library phrases a command never meets, and why (the test below checks all others).
+NEVER_MET = {
+    "predict": {
+        "nothing is left after drop_invalid=True.": "predict keeps invalid rows",
+        "(drop_invalid=True)": "predict keeps invalid rows",
+        "Pass label=<name>, or label=None for unlabelled data.": "predict reads no labels",
+        PACKING: "predict does not pack",
+        "or train one with textbatch.train_tokenizer().": "the model folder has its tokenizer",
+        "continue it with resume=True (--resume)": "predict does not train",
+    },
+    "stats": {
+        "Pass label=<name>, or label=None for unlabelled data.": "stats reads no labels",
+        "Raise max_tokens, truncate with max_length, or pass oversized='alone' to give each "
+        "such example a batch of its own.": "its budget is at least --max-length, which it cuts to",
+        PACKING: "stats does not pack",
+        "continue it with resume=True (--resume)": "stats does not train",
+    },
+    "bench": {
+        PACKING: "bench packs rows of --max-length tokens",
+        "continue it with resume=True (--resume)": "bench trains without checkpoints",
+    },
+}
+
+
+@pytest.mark.parametrize("command", ["train", "predict", "stats", "bench"])
+def test_every_flag_a_command_advises_is_one_it_takes(command):
+    """stats and bench advised --drop-invalid, predict --max-length: flags they did not take.
+    (demo reads only the embedded corpus.)"""
+    from textbatch.cli.main import build_parser, command_flags
+
+    flags = command_flags(build_parser(), command)
+    for library, _ in PHRASES:
+        if library in NEVER_MET.get(command, {}):
+            continue
+        advised = set(re.findall(r"--[a-z][a-z-]*", in_cli_words(library, flags)))
+        assert advised <= flags, (library, advised - flags)
+
+
 def test_flag_values_are_rewritten():
     assert in_cli_words("more than max_tokens=8 allows") == "more than --max-tokens 8 allows"
     assert in_cli_words("max_length=0 must be") == "--max-length 0 must be"

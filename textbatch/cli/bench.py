@@ -35,6 +35,7 @@ def run_bench(
     encoding: str = "utf-8",
     encoding_errors: str = "strict",
     overwrite: bool = False,
+    drop_invalid: bool = False,
 ) -> dict[str, Any]:
     """Tokenise the data once, compare every strategy on its lengths (the token budget that
     ``textbatch stats`` recommends among them), time the collators (and, with
@@ -71,6 +72,7 @@ def run_bench(
         max_length=max_length,
         encoding=encoding,
         encoding_errors=encoding_errors,
+        drop_invalid=drop_invalid,
     )
     lengths = dataset.lengths
     advice = recommend(lengths, batch_size, max_length, seed)
@@ -144,6 +146,7 @@ def data_stats(
     seed: int = 0,
     encoding: str = "utf-8",
     encoding_errors: str = "strict",
+    drop_invalid: bool = False,
 ) -> dict[str, Any]:
     """Token lengths of the data (untruncated), how many ``max_length`` would cut, and what
     batching to use on it (``textbatch.bench.compare.recommend``).
@@ -171,6 +174,7 @@ def data_stats(
         max_length=cap + 1,
         encoding=encoding,
         encoding_errors=encoding_errors,
+        drop_invalid=drop_invalid,
     )
     max_length = resolve_max_length(tok, max_length, pair=text_pair is not None)
     lengths = dataset.lengths  # min(tokens, cap + 1)

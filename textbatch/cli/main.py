@@ -45,6 +45,11 @@ def _add_data_arguments(parser: argparse.ArgumentParser, label: bool = True) -> 
         default=512,
         help="examples' length limit in tokens (default 512)",
     )
+    parser.add_argument(
+        "--drop-invalid",
+        action="store_true",
+        help="leave out rows with missing or empty text (or label) instead of stopping",
+    )
     _add_reading_arguments(parser)
 
 
@@ -79,6 +84,7 @@ def _cmd_stats(args: argparse.Namespace) -> None:
         seed=args.seed,
         encoding=args.encoding,
         encoding_errors=args.encoding_errors,
+        drop_invalid=args.drop_invalid,
     )
     lengths, advice = report["lengths"], report["recommendation"]
     print(
@@ -138,6 +144,7 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         encoding=args.encoding,
         encoding_errors=args.encoding_errors,
         overwrite=args.overwrite,
+        drop_invalid=args.drop_invalid,
     )
     print(
         f"{report['source']}: {report['examples']:,} examples, batch size {report['batch_size']}, "
@@ -391,12 +398,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         import datasets
 
         datasets.disable_progress_bars()  # "Generating", "Tokenizing", "Map" bars too
+    flags = command_flags(parser, args.command)
     with warnings.catch_warnings():
-        warnings.showwarning = _warning_printer(args.command)
+        warnings.showwarning = _warning_printer(args.command, flags)
         try:
             args.run(args)
         except TextBatchError as error:
-            print(f"textbatch {args.command}: error: {in_cli_words(str(error))}", file=sys.stderr)
+            message = in_cli_words(str(error), flags)
+            print(f"textbatch {args.command}: error: {message}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"textbatch {args.command}: interrupted{_where_to_resume(args)}", file=sys.stderr)
@@ -404,7 +413,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _warning_printer(command: str) -> Callable[..., None]:
+def command_flags(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    """The option strings (``--max-tokens``) that ``textbatch <command>`` takes."""
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return set(commands.choices[command]._option_string_actions)
+
+
+def _warning_printer(command: str, flags: set[str] | None = None) -> Callable[..., None]:
     """``warnings.showwarning`` for the CLI: textbatch's warnings as one line in the CLI's
     words (``textbatch train: warning: ...``), other libraries' as Python prints them."""
     default = warnings.showwarning
@@ -412,7 +427,7 @@ def _warning_printer(command: str) -> Callable[..., None]:
 
     def show(message: Any, category: type[Warning], *args: Any, **kwargs: Any) -> None:
         if issubclass(category, TextBatchWarning):
-            text = in_cli_words(str(message)).removeprefix("textbatch ")
+            text = in_cli_words(str(message), flags).removeprefix("textbatch ")
             if text not in shown:
                 shown.add(text)
                 print(f"textbatch {command}: warning: {text}", file=sys.stderr)

@@ -6,6 +6,7 @@ occurs in the source, so the table cannot silently stop matching."""
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 # (the library's words, the command line's words), applied in order.
 PHRASES: tuple[tuple[str, str], ...] = (
@@ -57,6 +58,18 @@ PHRASES: tuple[tuple[str, str], ...] = (
     ("(encoding_errors='replace')", "(--encoding-errors replace)"),
 )
 
+# A phrase above that names a flag some command lacks, and what that command says instead.
+WITHOUT_FLAG: dict[str, tuple[str, str]] = {
+    "Fix the data, or pass --drop-invalid to drop such rows.": (
+        "--drop-invalid",
+        "Fix the data.",
+    ),
+    "Raise --max-tokens to at least the longest example, or lower --max-length.": (
+        "--max-length",
+        "Raise --max-tokens to at least the longest example.",
+    ),
+}
+
 # Parameter names with a value: ``max_tokens=8`` -> ``--max-tokens 8``.
 FLAGS = {
     "max_tokens": "--max-tokens",
@@ -70,8 +83,13 @@ FLAGS = {
 _FLAG_VALUE = re.compile(r"\b(" + "|".join(FLAGS) + r")=")
 
 
-def in_cli_words(message: str) -> str:
-    """``message`` with the library's parameter names replaced by the CLI's flags."""
+def in_cli_words(message: str, flags: Collection[str] | None = None) -> str:
+    """``message`` with the library's parameter names replaced by the CLI's flags; with
+    ``flags`` (the command's own), advice that names a flag the command lacks is reworded."""
     for library, cli in PHRASES:
         message = message.replace(library, cli)
+    if flags is not None:
+        for cli, (flag, instead) in WITHOUT_FLAG.items():
+            if flag not in flags:
+                message = message.replace(cli, instead)
     return _FLAG_VALUE.sub(lambda match: FLAGS[match.group(1)] + " ", message)
