@@ -314,3 +314,29 @@ def test_a_backbone_records_the_length_it_was_trained_with(tiny_bert_dir, tmp_pa
     assert main([str(a) for a in argv]) == 0
     config = json.loads((tmp_path / "run" / "model" / "textbatch_model.json").read_text())
     assert config["type"] == "BackboneClassifier" and config["max_length"] == 24
+
+
+def test_a_pair_model_and_a_single_text_model_refuse_the_other_input(
+    model_dir, tmp_path, capsys, corpus_records
+):
+    """A model trained on pairs predicted from the first text alone when --text-pair-column
+    was left off, confidently and without a word (and the other way round)."""
+    rows = [{"text": r["text"], "second": r["text"][::-1], "label": r["label"]}
+            for r in corpus_records[:200]]  # fmt: skip
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs = tmp_path / "pairs"
+    argv = ["train", "--data", data, "--out", pairs, "--epochs", 1, "--text-pair-column", "second"]
+    assert run(capsys, *argv)[0] == 0
+    assert json.loads((pairs / "model" / "textbatch_inputs.json").read_text()) == {
+        "text_pair": True
+    }
+    code, _, err = run(capsys, "predict", "--model", pairs, "--data", data, "--out",
+                       tmp_path / "p.csv")  # fmt: skip
+    assert code == 2 and "trained on text pairs; name the data's second" in err
+    code, _, _ = run(capsys, "predict", "--model", pairs, "--data", data, "--out",
+                     tmp_path / "p.csv", "--text-pair-column", "second")  # fmt: skip
+    assert code == 0 and len(read_csv(tmp_path / "p.csv")) == 200
+    code, _, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out",
+                       tmp_path / "q.csv", "--text-pair-column", "second")  # fmt: skip
+    assert code == 2 and "trained on single texts, not pairs" in err

@@ -96,6 +96,7 @@ def predict_file(
         )
     chunk_rows = positive_int("chunk_rows", chunk_rows, allow_none=False)
     model, tok = model_and_tokenizer(Path(model_dir))
+    _check_inputs(Path(model_dir), text_pair)
     names = model.config.get("label_names") or [str(i) for i in range(model.num_labels)]
     columns = [text] if text_pair is None else [text, text_pair]
     raw = arrow_copy(data, encoding=encoding, encoding_errors=encoding_errors)
@@ -149,6 +150,28 @@ def model_and_tokenizer(directory: Path) -> tuple[torch.nn.Module, Any]:
         f"no tokenizer found with the model in {str(directory)!r}; pass the directory that "
         "`textbatch train --out` wrote (its tokenizer/ folder is missing)."
     )
+
+
+def _check_inputs(directory: Path, text_pair: str | None) -> None:
+    """Refuse a text pair column for a model trained on single texts, and its absence for one
+    trained on pairs: either way it would predict, confidently, from what it never learnt on.
+    (Models saved before textbatch recorded this are not checked.)"""
+    from textbatch.cli.recipes import INPUTS_FILE
+
+    model_dir = directory / "model" if (directory / "model").is_dir() else directory
+    if not (model_dir / INPUTS_FILE).is_file():
+        return
+    pairs = bool(json.loads((model_dir / INPUTS_FILE).read_text())["text_pair"])
+    if pairs and text_pair is None:
+        raise TextBatchError(
+            f"the model in {str(directory)!r} was trained on text pairs; name the data's second "
+            "text column with --text-pair-column."
+        )
+    if not pairs and text_pair is not None:
+        raise TextBatchError(
+            f"the model in {str(directory)!r} was trained on single texts, not pairs; leave out "
+            f"--text-pair-column {text_pair}."
+        )
 
 
 def _chunks(raw: ArrowCopy, rows: int) -> Iterator[Any]:

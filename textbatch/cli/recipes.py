@@ -131,7 +131,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> 
         seed=config.seed,
         progress=config.progress,
         config=config.identity(),
-        on_epoch_end=_keep_best(out),
+        on_epoch_end=_keep_best(out, pairs=config.text_pair is not None),
         threads="auto" if config.threads == "auto" else int(config.threads),
     )
     best = best_epoch(history)
@@ -142,7 +142,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> 
     }
     if main:
         if config.keep_last:
-            atomic_folder(out / "model-last", classifier.save_pretrained)
+            atomic_folder(out / "model-last", _saver(classifier, config.text_pair is not None))
         write_json(out / "metrics.json", metrics)
         print(
             f"best evaluation (epoch {metrics['epoch']} of {len(history)}, kept as model/): "
@@ -157,16 +157,30 @@ def best_epoch(history: list[dict[str, Any]]) -> dict[str, Any]:
     return max(reversed(history), key=lambda record: record["eval_macro_f1"])
 
 
-def _keep_best(out: Path) -> Any:
+def _keep_best(out: Path, pairs: bool) -> Any:
     """``fit``'s ``on_epoch_end``: write the model as ``out/model`` whenever an epoch beats the
     evaluation macro-F1 of every earlier one (the history survives a resume, so the best
     does too)."""
 
     def keep(history: list[dict[str, Any]], model: torch.nn.Module) -> None:
         if best_epoch(history) is history[-1] or not (out / "model").is_dir():
-            atomic_folder(out / "model", model.save_pretrained)
+            atomic_folder(out / "model", _saver(model, pairs))
 
     return keep
+
+
+INPUTS_FILE = "textbatch_inputs.json"  # beside the model: what it was trained to read
+
+
+def _saver(model: Any, pairs: bool) -> Any:
+    """Save ``model`` into a folder, with what it reads (``INPUTS_FILE``: text pairs or single
+    texts), which ``predict`` checks its columns against."""
+
+    def save(directory: Path) -> None:
+        model.save_pretrained(directory)
+        write_json(Path(directory) / INPUTS_FILE, {"text_pair": pairs})
+
+    return save
 
 
 def _default_warmup(config: TrainConfig) -> float:
