@@ -343,3 +343,20 @@ def test_a_killed_tokenisations_temporary_file_is_removed(tmp_path, tokenizer, c
     os.utime(old, (an_hour_ago, an_hour_ago))
     TextDataset.from_file(path, tokenizer)
     assert not old.exists() and live.exists()
+
+
+@pytest.mark.parametrize("which", ["--data", "--eval-data"])
+def test_a_file_without_the_label_column_names_it_and_the_columns(
+    tmp_path, capsys, corpus_records, which
+):
+    """ "the evaluation data has no labels" named neither the file, the flag nor the columns
+    (here a header "text, label", whose second column is " label")."""
+    good = write_csv(tmp_path / "good.csv", corpus_records[:60])
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text(good.read_text().replace("text,label", "text, label", 1))
+    files = {"--data": good, "--eval-data": good, which: spaced}
+    argv = ["train", "--data", files["--data"], "--eval-data", files["--eval-data"]]
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "run", "--no-progress")
+    assert code == 2
+    assert f"'{spaced}' has no label column 'label'; its columns are ['text', ' label']" in err
+    assert "--label-column" in err

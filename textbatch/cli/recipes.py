@@ -225,6 +225,13 @@ def _from_file(path: str, tok: Any, main: bool, **options: Any) -> TextDataset:
     barrier()
     if not main:
         dataset = TextDataset.from_file(path, tok, **options)
+    if options.get("label") is not None and not dataset.has_labels:  # training needs them
+        reading = {k: options[k] for k in ("encoding", "encoding_errors") if k in options}
+        columns = load_file(path, **reading).column_names  # the cached copy just read
+        raise TextBatchError(
+            f"{path!r} has no label column {options['label']!r}; its columns are {columns}. "
+            "Name the label column with --label-column."
+        )
     return dataset
 
 
