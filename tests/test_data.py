@@ -539,3 +539,10 @@ def test_one_number_among_jsonl_texts_is_that_row_alone(tokenizer, tmp_path):
         ds = TextDataset.from_file(path, tokenizer, drop_invalid=True)
     kept = [r["text"] for r in rows if isinstance(r["text"], str)]
     assert [ds[i]["input_ids"] for i in range(len(ds))] == [tokenizer(t)["input_ids"] for t in kept]
+
+
+def test_a_dataset_with_a_format_transform_is_refused(tokenizer):
+    """Its texts went through the transform and its labels did not."""
+    hf = datasets.Dataset.from_list(RECORDS).with_transform(lambda b: {**b, "label": ["x"] * 9})
+    with pytest.raises(TextBatchError, match=r"has a transform .*dataset.map"):
+        TextDataset.from_hf(hf, tokenizer)

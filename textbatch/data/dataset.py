@@ -157,6 +157,13 @@ class TextDataset(torch.utils.data.Dataset):
                 f"from_hf needs a datasets.Dataset, got {type(hf_dataset).__name__}; for a "
                 "datasets.IterableDataset use StreamingTextDataset.from_hf."
             )
+        if hf_dataset.format.get("type") == "custom":
+            raise TextBatchError(
+                "the dataset has a transform (set_transform or with_transform), which from_hf "
+                "would apply to its texts but not to its labels, read from the Arrow columns; "
+                "apply it with dataset.map(...) first, or pass transform=... for one applied "
+                "to each tokenised example."
+            )
         tokenizer = load_tokenizer(tokenizer)
         max_length = resolve_max_length(tokenizer, max_length, pair=text_pair is not None)
         if len(hf_dataset) == 0:
