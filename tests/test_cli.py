@@ -372,8 +372,8 @@ def test_model_is_the_best_epoch_and_keep_last_writes_the_last(
     weights = []
     keep_best = recipes._keep_best
 
-    def recording(out):
-        keep = keep_best(out)
+    def recording(out, **options):
+        keep = keep_best(out, **options)
 
         def wrapped(history, model):
             weights.append({k: v.clone() for k, v in model.state_dict().items()})
