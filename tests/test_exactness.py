@@ -440,7 +440,8 @@ def _train(capsys, data, tok, out, *extra):
     ("other", "extra", "message"),
     [
         (True, [], "the training data differ"),
-        (False, ["--seed", "1"], "seed=0 in the checkpoint, 1 now"),
+        (False, ["--seed", "1"], "--seed: 0 when the run started, 1 now"),
+        (False, ["--lr", "0.01"], "--lr: not given (the default) when the run started, 0.01 now"),
         (False, ["--eval-fraction", "0.2"], "evaluation data differ"),
     ],
 )
@@ -450,6 +451,8 @@ def test_cli_resume_refuses_other_data_or_seed(cli_data, tmp_path, capsys, other
     assert _train(capsys, data, tok, out)[0] == 0
     code, err = _train(capsys, shuffled if other else data, tok, out, "--resume", *extra)
     assert code == 2 and message in err
+    if extra:  # a flag's difference alone, in flags: not the options and batches it derives
+        assert "in the checkpoint" not in err, err
 
 
 def test_an_interrupted_run_with_a_given_tokenizer_resumes(cli_data, tmp_path, capsys, monkeypatch):

@@ -285,6 +285,14 @@ class TrainConfig:
         return values
 
 
+def flag_of(name: str, config: type = TrainConfig) -> str | None:
+    """The command-line flag of ``config``'s field ``name`` (None: no such field)."""
+    for f in dataclasses.fields(config):
+        if f.name == name:
+            return f.metadata["flag"] or "--" + f.name.replace("_", "-")
+    return None
+
+
 def add_arguments(parser: argparse.ArgumentParser, config: type = TrainConfig) -> None:
     """One flag per field of ``config`` (a dataclass made with :func:`option`)."""
     hints = typing.get_type_hints(config)
@@ -294,7 +302,8 @@ def add_arguments(parser: argparse.ArgumentParser, config: type = TrainConfig) -
         if meta["group"] is not None and meta["group"] not in groups:
             groups[meta["group"]] = parser.add_mutually_exclusive_group()
         target = groups.get(meta["group"], parser)
-        flag = meta["flag"] or "--" + f.name.replace("_", "-")
+        flag = flag_of(f.name, config)
+        assert flag is not None
         kwargs: dict[str, Any] = {"dest": f.name, "help": meta["help"]}
         if hints[f.name] is bool:
             kwargs["action"] = "store_false" if f.default else "store_true"

@@ -83,6 +83,25 @@ FLAGS = {
 _FLAG_VALUE = re.compile(r"\b(" + "|".join(FLAGS) + r")=")
 
 
+# A resume refused for an option of the command line: "config.lr=None in the checkpoint, 0.01
+# now" (the names of TrainConfig's fields) -> "--lr: not given (the default) when the run
+# started, 0.01 now".
+_CONFIG_VALUE = re.compile(r"config\.(\w+)=(.+?) in the checkpoint, (.+?) now(?=; |\. )")
+
+
+def _said_as_flag(match: re.Match[str]) -> str:
+    from textbatch.cli.config import flag_of
+
+    def shown(value: str) -> str:
+        if value in ("None", "'<none>'"):
+            return "not given (the default)"
+        return {"True": "given", "False": "not given"}.get(value, value.strip("'"))
+
+    name, before, now = match.groups()
+    flag = flag_of(name) or name
+    return f"{flag}: {shown(before)} when the run started, {shown(now)} now"
+
+
 def in_cli_words(message: str, flags: Collection[str] | None = None) -> str:
     """``message`` with the library's parameter names replaced by the CLI's flags; with
     ``flags`` (the command's own), advice that names a flag the command lacks is reworded."""
@@ -92,4 +111,5 @@ def in_cli_words(message: str, flags: Collection[str] | None = None) -> str:
         for cli, (flag, instead) in WITHOUT_FLAG.items():
             if flag not in flags:
                 message = message.replace(cli, instead)
+    message = _CONFIG_VALUE.sub(_said_as_flag, message)
     return _FLAG_VALUE.sub(lambda match: FLAGS[match.group(1)] + " ", message)

@@ -872,10 +872,13 @@ def _check_identity(saved: dict[str, Any] | None, current: dict[str, Any], path:
         )
     old, new = _flatten(saved), _flatten(current)
     differences = []
-    for key in sorted(set(old) | set(new)):
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k, "<none>") != new.get(k, "<none>")]
+    if any(k.startswith("config.") for k in keys):
+        # The caller's own options differ (``config``, e.g. the command line's flags): they
+        # explain the options and batches derived from them, which are left out.
+        keys = [k for k in keys if k.startswith("config.") or k.endswith(".data")]
+    for key in keys:
         before, now = old.get(key, "<none>"), new.get(key, "<none>")
-        if before == now:
-            continue
         name = key.removeprefix("options.")
         if key.endswith(".data"):
             what = "training" if key.startswith("train") else "evaluation"
