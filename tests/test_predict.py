@@ -340,3 +340,15 @@ def test_a_pair_model_and_a_single_text_model_refuse_the_other_input(
     code, _, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out",
                        tmp_path / "q.csv", "--text-pair-column", "second")  # fmt: skip
     assert code == 2 and "trained on single texts, not pairs" in err
+
+
+def test_a_killed_runs_temporary_output_is_removed_by_the_next(model_dir, many_rows, tmp_path,
+                                                               capsys):  # fmt: skip
+    """A SIGKILLed predict left its hidden .p.csv.XXXX.tmp (0600) behind for good."""
+    out = tmp_path / "p.csv"
+    stale, live = tmp_path / ".p.csv.killed.tmp", tmp_path / ".p.csv.writing.tmp"
+    stale.write_text("row,label\n0,a\n")
+    live.write_text("row,label\n")
+    os.utime(stale, (0, 0))  # untouched for long: its writer is gone
+    assert run(capsys, "predict", "--model", model_dir, "--data", many_rows, "--out", out)[0] == 0
+    assert not stale.exists() and live.exists()  # a file written to lately may have a writer
