@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from textbatch.data.dataset import resolve_max_length
+from textbatch.data.dataset import DEFAULT_MAX_LENGTH, resolve_max_length
 from textbatch.errors import TextBatchError
 from textbatch.files import write_json, write_text
 
@@ -26,7 +26,7 @@ def run_bench(
     text_pair: str | None = None,
     label: str = "label",
     tokenizer: str | os.PathLike | None = None,
-    max_length: int = 512,
+    max_length: int | None = None,
     batch_size: int = 32,
     max_tokens: int | None = None,
     train_steps: int | None = None,
@@ -63,6 +63,7 @@ def run_bench(
             "pass --overwrite to replace them, or give another --out directory."
         )
     max_tokens = max_tokens or 128 * batch_size
+    max_length = tokenizer_limit(tokenizer, max_length, pair=text_pair is not None)
     dataset, tok = load_dataset_and_tokenizer(
         data,
         tokenizer,
@@ -135,13 +136,25 @@ STATS_CAP_FACTOR = 16
 STATS_CAP_MIN = 4096
 
 
+def tokenizer_limit(tokenizer: Any, max_length: int | None, pair: bool = False) -> int:
+    """``max_length``, else the limit ``textbatch train`` would truncate to with ``tokenizer``:
+    its ``model_max_length`` (a tokenizer trained on the data, as without one: 512)."""
+    from textbatch.data.tokenizers import load_tokenizer
+
+    if max_length is not None:
+        return max_length
+    if tokenizer is None:
+        return DEFAULT_MAX_LENGTH
+    return resolve_max_length(load_tokenizer(tokenizer), None, pair=pair)
+
+
 def data_stats(
     data: str | os.PathLike | None = None,
     *,
     text: str = "text",
     text_pair: str | None = None,
     tokenizer: str | os.PathLike | None = None,
-    max_length: int = 512,
+    max_length: int | None = None,
     batch_size: int = 32,
     seed: int = 0,
     encoding: str = "utf-8",
@@ -162,6 +175,7 @@ def data_stats(
     from textbatch.bench.compare import recommend
     from textbatch.data.prepare import load_dataset_and_tokenizer
 
+    max_length = tokenizer_limit(tokenizer, max_length, pair=text_pair is not None)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise TextBatchError(f"max_length={max_length!r} must be a positive number of tokens.")
     cap = max(STATS_CAP_FACTOR * max_length, STATS_CAP_MIN)

@@ -42,8 +42,8 @@ def _add_data_arguments(parser: argparse.ArgumentParser, label: bool = True) -> 
     parser.add_argument(
         "--max-length",
         type=positive,
-        default=512,
-        help="examples' length limit in tokens (default 512)",
+        help="examples' length limit in tokens (default: the tokenizer's model_max_length, as "
+        "train uses; 512 without --tokenizer)",
     )
     parser.add_argument(
         "--drop-invalid",
@@ -105,7 +105,7 @@ def _cmd_stats(args: argparse.Namespace) -> None:
             "no further"
         )
     print(
-        f"longer than --max-length {args.max_length}: {lengths['truncated']:,} examples "
+        f"longer than --max-length {report['max_length']}: {lengths['truncated']:,} examples "
         f"({lengths['truncated'] / lengths['examples']:.1%}) would be truncated"
     )
     if advice["strategy"] == "bucket":
