@@ -493,7 +493,9 @@ def test_quoted_tabs_and_line_breaks_in_a_tsv_are_text(tokenizer, tmp_path):
 def test_unusable_labels_are_named(tokenizer, tmp_path):
     mixed = tmp_path / "mixed.jsonl"
     mixed.write_text('{"text": "a", "label": 1}\n{"text": "b", "label": "x"}\n')
-    with pytest.raises(TextBatchError, match=r"int at row 0 \(1\) and str at row 1 \('x'\)"):
+    # datasets >= 5 reads the column as JSON values; older ones cannot read the file
+    named = r"int at row 0 \(1\) and str at row 1 \('x'\)|Column\(/label\) changed .* row 1"
+    with pytest.raises(TextBatchError, match=named):
         TextDataset.from_file(mixed, tokenizer)
     with pytest.raises(TextBatchError, match=r"label 1180591620717411303424 does not fit"):
         TextDataset.from_records([{"text": "a", "label": 2**70}], tokenizer)
@@ -533,8 +535,12 @@ def test_one_number_among_jsonl_texts_is_that_row_alone(tokenizer, tmp_path):
     rows = [{"text": 42 if i == 3 else f"the match {i}", "label": "ab"[i % 2]} for i in range(8)]
     path = tmp_path / "one_number.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(TextBatchError, match=r"row 3, column 'text' is int 42, not a string; 1 of"):
+    with pytest.raises(TextBatchError) as refused:
         TextDataset.from_file(path, tokenizer)
+    if "JSON parse error" in str(refused.value):  # datasets < 5 cannot read such a file
+        assert "Column(/text) changed from string to number in row 3" in str(refused.value)
+        return
+    assert "row 3, column 'text' is int 42, not a string; 1 of" in str(refused.value)
     with pytest.warns(TextBatchWarning, match="dropped 1 of 8"):
         ds = TextDataset.from_file(path, tokenizer, drop_invalid=True)
     kept = [r["text"] for r in rows if isinstance(r["text"], str)]

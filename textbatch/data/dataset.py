@@ -604,8 +604,22 @@ def _read_file(
         if builder == "csv" and "source" in locals():
             problem = parse_error(error, source, options, str(path))
         else:
-            problem = f"{type(error).__name__}: {error}"
+            problem = _json_problem(error) or f"{type(error).__name__}: {error}"
         raise TextBatchError(f"cannot read {str(path)!r} as {builder}: {problem}") from error
+
+
+def _json_problem(error: BaseException) -> str | None:
+    """pyarrow's words for a json file whose column changes kind (``datasets`` before 5.0 reads
+    no such file; later ones read the column as JSON values), from ``error``'s chain."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if "JSON parse error" in str(seen):
+            return (
+                f"{seen}; a column's values must all be of one kind: write every text as a "
+                "string, and every label as a string or every one as an integer"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def unwritable_cache_error(error: BaseException, root: Path) -> TextBatchError | None:
