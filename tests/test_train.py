@@ -284,16 +284,21 @@ def test_a_fresh_run_refuses_a_folder_with_checkpoints(tokenizer, data, tmp_path
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before
 
 
-def test_stop_after_steps_counts_a_streams_last_short_step(tokenizer, corpus_records, tmp_path):
+def _stream_loader(tokenizer, corpus_records):
+    """A DataLoader over a BucketedStream of 200 records: 7 batches of up to 32."""
     from textbatch import BucketedStream, StreamingTextDataset
 
     names = sorted({r["label"] for r in corpus_records})
     stream = StreamingTextDataset(corpus_records[:200], tokenizer, label_names=names)
-    loader = torch.utils.data.DataLoader(
+    return torch.utils.data.DataLoader(
         BucketedStream(stream, batch_size=32, buffer_size=64),
         batch_size=None,
         collate_fn=PaddingCollator.from_tokenizer(tokenizer),
     )
+
+
+def test_stop_after_steps_counts_a_streams_last_short_step(tokenizer, corpus_records, tmp_path):
+    loader = _stream_loader(tokenizer, corpus_records)
     batches = sum(1 for _ in loader)  # 7 batches: 3 steps of 2, then a last step of 1
     history = fit(
         small_model(tokenizer), loader, epochs=2, grad_accum=2, batches_per_epoch=20,
@@ -381,14 +386,6 @@ def test_token_budget_epochs_of_other_lengths_are_all_scheduled_and_resumed(
 
 
 def test_a_stream_longer_than_batches_per_epoch_warns(tokenizer, corpus_records):
-    from textbatch import BucketedStream, StreamingTextDataset
-
-    names = sorted({r["label"] for r in corpus_records})
-    stream = StreamingTextDataset(corpus_records[:200], tokenizer, label_names=names)
-    loader = torch.utils.data.DataLoader(
-        BucketedStream(stream, batch_size=32, buffer_size=64),
-        batch_size=None,
-        collate_fn=PaddingCollator.from_tokenizer(tokenizer),
-    )
+    loader = _stream_loader(tokenizer, corpus_records)
     with pytest.warns(UserWarning, match=r"step 6 is past the 5 steps .* learning rate 0"):
         fit(small_model(tokenizer), loader, epochs=1, batches_per_epoch=5, progress=False)
