@@ -468,6 +468,8 @@ def test_select_with_a_boolean_mask(tokenizer):
         ("unclosed.csv", 'text,label\n"unclosed,pos\nfine,neg\n', r"EOF inside string"),
         ("twice.csv", "text,label,text\na,b,c\n", r"names column 'text' 2 times"),
         # A quote meant as text opened a field that ran on, joining three rows into one.
+        ("two.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", "label": "y"} {"text": "c"}\n',
+         r"line 3 of .* holds more than one JSON object"),
         ("joined.tsv", 'text\tlabel\n"meh, not for me\tneg\nfine film\tpos\n"bad" film\tneg\n',
          r"row 0 of .*, column 'text', holds tabs and 2 line breaks"),
     ],

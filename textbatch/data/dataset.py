@@ -35,6 +35,7 @@ from textbatch.data.delimited import (
     CSV_OPTIONS,
     TSV_OPTIONS,
     as_text,
+    check_one_object_per_line,
     check_tsv_cells,
     parse_error,
     strict_rows,
@@ -683,9 +684,13 @@ def _load_checked(
             loader.download_and_prepare()
     else:
         loader.download_and_prepare()
-    if fresh and options.get("sep") == TSV_OPTIONS["sep"]:
+    if fresh and (options.get("sep") == TSV_OPTIONS["sep"] or Path(shown).suffix == ".jsonl"):
         try:
-            check_tsv_cells(loader.as_dataset(split="train"), shown or str(path))
+            table = loader.as_dataset(split="train")
+            if builder == "json":
+                check_one_object_per_line(path, table.num_rows, shown or str(path))
+            else:
+                check_tsv_cells(table, shown or str(path))
         except TextBatchError:
             shutil.rmtree(prepared, ignore_errors=True)  # the next read raises again
             raise

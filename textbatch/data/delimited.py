@@ -1,4 +1,4 @@
-"""Reading csv and tsv files so that a malformed file is an error, never other rows.
+"""Reading csv, tsv and jsonl files so that a malformed file is an error, never other rows.
 
 pandas (which ``datasets`` reads delimited files with) guesses each column's type per 10,000
 rows (labels "1", "01" and "001" became one integer), quietly makes the first field the index
@@ -8,7 +8,8 @@ quote that runs on across tabs and lines, joining rows. Here every cell is read 
 is, no column is ever the index, a row with more fields than the header is an error that names
 its line, so is a header that names a column twice, and so is a tsv cell that holds a tab and a
 line break: only quotes put them there, and both at once is the mark of a quote that was meant
-as text and joined rows.
+as text and joined rows. A jsonl line with two JSON objects (read as two rows, which shifts the
+row numbers of every later line) is an error too.
 """
 
 from __future__ import annotations
@@ -112,3 +113,33 @@ def check_tsv_cells(dataset: Any, shown: str) -> None:
                     "and use TextDataset.from_records or from_hf; else quote that field whole."
                 )
             start += len(chunk)
+
+
+def check_one_object_per_line(path: Path, rows: int, shown: str) -> None:
+    """Raise when a jsonl file has more rows than lines with something on them: a line that
+    holds two JSON objects is read as two rows, and every later row's number would no longer
+    be its line's (``predict``'s ``row`` column)."""
+    import json
+
+    with open(path, "rb") as handle:
+        lines = sum(1 for line in handle if line.strip())
+    if rows <= lines:
+        return
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            text = line.strip()
+            try:
+                _, end = decoder.raw_decode(text)
+            except ValueError:
+                continue
+            if text[end:].strip():
+                raise TextBatchError(
+                    f"line {number} of {shown!r} holds more than one JSON object "
+                    f"({text[:60]!r}{'...' if len(text) > 60 else ''}); a .jsonl file holds one "
+                    "object per line: put each on a line of its own."
+                )
+    raise TextBatchError(
+        f"{shown!r} holds {rows} JSON objects on {lines} lines; a .jsonl file holds one object "
+        "per line: put each on a line of its own."
+    )
