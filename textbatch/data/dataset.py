@@ -43,7 +43,7 @@ from textbatch.data.delimited import (
 from textbatch.data.encoding import check_encoding, utf8_source
 from textbatch.data.hashing import checksum_path, checksum_problem, file_digest, write_checksum
 from textbatch.data.tokenize import TableTokenizer
-from textbatch.errors import TextBatchError, TextBatchWarning
+from textbatch.errors import TextBatchError, TextBatchWarning, causes
 from textbatch.files import remove_stale_temporaries
 
 Example = dict[str, Any]
@@ -612,22 +612,19 @@ def _read_file(
 def _json_problem(error: BaseException) -> str | None:
     """pyarrow's words for a json file whose column changes kind (``datasets`` before 5.0 reads
     no such file; later ones read the column as JSON values), from ``error``'s chain."""
-    seen: BaseException | None = error
-    while seen is not None:
+    for seen in causes(error):
         if "JSON parse error" in str(seen):
             return (
                 f"{seen}; a column's values must all be of one kind: write every text as a "
                 "string, and every label as a string or every one as an integer"
             )
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
 def unwritable_cache_error(error: BaseException, root: Path) -> TextBatchError | None:
     """An error that blames the cache folder ``root`` when ``error`` (or what caused it) is a
     file operation that failed under it (read-only, not a folder, full), else None."""
-    seen: BaseException | None = error
-    while seen is not None:
+    for seen in causes(error):
         where = getattr(seen, "filename", None)
         inside = where is not None and os.path.abspath(os.fspath(where)).startswith(
             os.path.abspath(root)
@@ -638,7 +635,6 @@ def unwritable_cache_error(error: BaseException, root: Path) -> TextBatchError |
                 "make it writable, or point the TEXTBATCH_CACHE environment variable at a "
                 "folder you can write."
             )
-        seen = seen.__cause__ or seen.__context__
     return None
 
 

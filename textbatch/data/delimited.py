@@ -15,13 +15,14 @@ row numbers of every later line) is an error too.
 from __future__ import annotations
 
 import csv
+import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from textbatch.errors import TextBatchError
+from textbatch.errors import TextBatchError, causes
 
 # Cells such as "NA", "None", "null" or "nan" are text, not missing values (pandas' default);
 # only an empty cell is missing. No column is ever the index.
@@ -68,10 +69,7 @@ def parse_error(error: BaseException, path: Path, options: dict[str, Any], shown
     chain), naming the first row with more fields than the header when that is it."""
     from pandas.errors import ParserWarning
 
-    causes = [error]
-    while causes[-1].__cause__ or causes[-1].__context__:
-        causes.append(causes[-1].__cause__ or causes[-1].__context__)
-    root = causes[-1]
+    *_, root = causes(error)
     if isinstance(root, ParserWarning):
         with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = _reader(handle, options)
@@ -119,8 +117,6 @@ def check_one_object_per_line(path: Path, rows: int, shown: str) -> None:
     """Raise when a jsonl file has more rows than lines with something on them: a line that
     holds two JSON objects is read as two rows, and every later row's number would no longer
     be its line's (``predict``'s ``row`` column)."""
-    import json
-
     with open(path, "rb") as handle:
         lines = sum(1 for line in handle if line.strip())
     if rows <= lines:
