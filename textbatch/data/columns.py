@@ -6,7 +6,7 @@ import json
 import math
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,19 @@ def _is_text(arrow_type: Any) -> bool:
     import pyarrow as pa
 
     return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def _is_json(arrow_type: Any) -> bool:
+    """A column ``datasets`` (5 and later) reads as JSON values: a jsonl column whose values
+    are of several kinds (strings and a number)."""
+    return getattr(arrow_type, "extension_name", None) == "arrow.json"
+
+
+def _json_values(values: Any) -> Iterator[Any]:
+    """The decoded values of a JSON column (array or chunked array), None where missing."""
+    for chunk in getattr(values, "chunks", [values]):
+        for text in chunk.storage.to_pylist():
+            yield None if text is None else json.loads(text)
 
 
 def invalid_text_rows(hf_dataset: Any, columns: Sequence[str]) -> np.ndarray:
@@ -72,8 +85,8 @@ def as_strings(values: Any) -> tuple[Any, np.ndarray]:
 
     if _is_text(values.type):
         return values, np.zeros(len(values), dtype=bool)
-    if getattr(values.type, "extension_name", None) == "arrow.json":
-        decoded = [None if t is None else json.loads(t) for t in values.storage.to_pylist()]
+    if _is_json(values.type):
+        decoded = list(_json_values(values))
         strings = pa.array([v if isinstance(v, str) else None for v in decoded], pa.string())
         return strings, np.array([v is not None and not isinstance(v, str) for v in decoded])
     present = ~values.is_null().to_numpy(zero_copy_only=False)
@@ -85,11 +98,7 @@ def plain_text_columns(hf_dataset: Any, columns: Sequence[str]) -> Any:
     strings, for the tokenizer; call it once every row's text is a string."""
     import pyarrow as pa
 
-    json_columns = [
-        name
-        for name in columns
-        if getattr(_column(hf_dataset, name).type, "extension_name", None) == "arrow.json"
-    ]
+    json_columns = [name for name in columns if _is_json(_column(hf_dataset, name).type)]
     if not json_columns:
         return hf_dataset
     hf_dataset = hf_dataset.flatten_indices()
@@ -161,12 +170,10 @@ class LabelSpec:
 def _mixed_json(column: Any) -> str:
     """For a column that ``datasets`` read as JSON values of mixed kinds (a jsonl whose labels
     are ints on some rows and strings on others), which kinds and where each first occurs."""
-    if getattr(column.type, "extension_name", None) != "arrow.json":
+    if not _is_json(column.type):
         return ""
-    texts = (text for chunk in column.chunks for text in chunk.storage.to_pylist())
     first: dict[str, tuple[int, Any]] = {}
-    for row, text in enumerate(texts):
-        value = None if text is None else json.loads(text)
+    for row, value in enumerate(_json_values(column)):
         if value is not None:
             first.setdefault(type(value).__name__, (row, value))
         if len(first) == 2:
