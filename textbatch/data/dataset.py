@@ -567,6 +567,7 @@ def _read_file(
             f"encoding_errors={encoding_errors!r}; convert {str(path)!r} to UTF-8 first (e.g. "
             "with iconv), or read it without streaming."
         )
+    source = path  # what is read: the file, or its UTF-8 copy in the cache
     try:
         if streaming:
             if builder == "csv":
@@ -578,12 +579,11 @@ def _read_file(
         before = _file_state(path)
         digest = file_digest(path)
         folder = root / "datasets" / digest
-        source = path
         if builder != "parquet":  # parquet stores UTF-8 by definition
             source = utf8_source(path, folder, encoding, encoding_errors)
         if builder == "csv":
             options = as_text(source, options, str(path))
-        dataset = _load_checked(builder, source, folder, options, as_copy=as_copy, shown=str(path))
+        dataset = _load_checked(builder, source, folder, options, str(path), as_copy=as_copy)
         if _file_state(path) != before:  # the cache may hold other bytes than the digest's
             shutil.rmtree(folder, ignore_errors=True)
             raise TextBatchError(
@@ -602,7 +602,7 @@ def _read_file(
                 f"data file {str(path)!r} has no rows (a header only?); give it at least one "
                 "example."
             ) from None
-        if builder == "csv" and "source" in locals():
+        if builder == "csv":
             problem = parse_error(error, source, options, str(path))
         else:
             problem = _json_problem(error) or f"{type(error).__name__}: {error}"
@@ -650,12 +650,13 @@ def _load_checked(
     path: Path,
     folder: Path,
     options: dict[str, Any],
+    shown: str,
     as_copy: bool = False,
-    shown: str = "",
 ) -> Any:
-    """``datasets.load_dataset`` with its Arrow copy under ``folder``: Arrow files that do not
-    match their checksums are built again (with a warning); new ones get checksums. With
-    ``as_copy``, an :class:`ArrowCopy` of those files instead of the loaded dataset."""
+    """``datasets.load_dataset`` of ``path`` (named ``shown`` in messages) with its Arrow copy
+    under ``folder``: Arrow files that do not match their checksums are built again (with a
+    warning); new ones get checksums. With ``as_copy``, an :class:`ArrowCopy` of those files
+    instead of the loaded dataset."""
     import datasets
 
     loader = datasets.load_dataset_builder(
@@ -680,13 +681,15 @@ def _load_checked(
             loader.download_and_prepare()
     else:
         loader.download_and_prepare()
-    if fresh and (options.get("sep") == TSV_OPTIONS["sep"] or Path(shown).suffix == ".jsonl"):
+    tsv = options.get("sep") == TSV_OPTIONS["sep"]
+    jsonl = builder == "json" and Path(shown).suffix == ".jsonl"
+    if fresh and (tsv or jsonl):  # rows the reader built wrongly (see delimited.py)
         try:
             table = loader.as_dataset(split="train")
-            if builder == "json":
-                check_one_object_per_line(path, table.num_rows, shown or str(path))
+            if tsv:
+                check_tsv_cells(table, shown)
             else:
-                check_tsv_cells(table, shown or str(path))
+                check_one_object_per_line(path, table.num_rows, shown)
         except TextBatchError:
             shutil.rmtree(prepared, ignore_errors=True)  # the next read raises again
             raise
