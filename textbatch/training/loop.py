@@ -346,14 +346,13 @@ def fit(
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
+    given = batches_per_epoch
+    batches_per_epoch = _epoch_length(train_loader, given)  # raises for a stream without it
     epoch_lengths = _epoch_lengths(train_loader, epochs)  # None for a stream
-    schedule_lengths = (
-        [batches_per_epoch] * epochs if batches_per_epoch is not None else epoch_lengths
-    )
-    batches_per_epoch = _epoch_length(train_loader, batches_per_epoch)
     # Every epoch's steps: under a token budget epochs differ by a batch or two, and a
     # schedule sized from the first would end before a longer run does (learning rate 0).
-    total_steps = sum(math.ceil(n / grad_accum) for n in schedule_lengths or [])
+    scheduled = epoch_lengths if given is None and epoch_lengths else [batches_per_epoch] * epochs
+    total_steps = sum(math.ceil(n / grad_accum) for n in scheduled)
     if lr is None:
         lr, default_head = default_learning_rates(model)
         head_lr = default_head if head_lr is None else head_lr
@@ -384,8 +383,7 @@ def fit(
     }
     generators = _loader_generators(train_loader)
     checkpoints = None if out_dir is None else Path(out_dir) / "checkpoints"
-    run = _Run(model, objects, train_loader, generators, checkpoints, identity, main)
-    run.epoch_lengths = epoch_lengths
+    run = _Run(model, objects, train_loader, generators, checkpoints, identity, main, epoch_lengths)
 
     resumed_rng = None
     if checkpoints is not None:
@@ -400,9 +398,17 @@ def fit(
             remove_leftovers(checkpoints)
     state = run.state
     stepper = _Stepper(
-        model, optimizer, scheduler, scaler, max_grad_norm, grad_accum, device, amp, log and main
+        model,
+        optimizer,
+        scheduler,
+        total_steps,
+        scaler,
+        max_grad_norm,
+        grad_accum,
+        device,
+        amp,
+        log and main,
     )
-    stepper.schedule_steps = total_steps
     original_threads = torch.get_num_threads()
     try:
         stepper.watch = _start_threads(threads, device, state)
@@ -446,6 +452,7 @@ class _Stepper:
     model: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Any
+    schedule_steps: int  # optimizer steps the learning-rate schedule spans
     scaler: Any
     max_grad_norm: float | None
     grad_accum: int
@@ -453,7 +460,6 @@ class _Stepper:
     amp: bool
     log: bool
     watch: ThreadWatch | None = None  # threads="auto": when to measure the thread count
-    schedule_steps: int = 0  # optimizer steps the learning-rate schedule spans
     timing_batch: dict[str, torch.Tensor] | None = None  # the batch it times
 
     def step(self, window: list[dict[str, torch.Tensor]], meter: dict[str, float], where: str):
@@ -543,8 +549,10 @@ class _Run:
         checkpoints: Path | None,
         identity: dict[str, Any],
         main: bool,
+        epoch_lengths: list[int] | None,
     ) -> None:
         self.model, self.objects, self.loader = model, objects, loader
+        self.epoch_lengths = epoch_lengths  # batches of each epoch (None: a stream)
         self.generators, self.checkpoints = generators, checkpoints
         self.identity, self.main = identity, main
         self.state: dict[str, Any] = {
@@ -558,7 +566,6 @@ class _Run:
         }
         self.epoch_rng: dict[str, Any] = {}  # the RNG states when the current epoch began
         self.order_restored = False  # the loader continues from a saved state (no replay)
-        self.epoch_lengths: list[int] | None = None  # batches of each epoch (None: a stream)
 
     def resume(self, log: bool) -> dict[str, Any] | None:
         """Load the newest valid checkpoint, if any; return this rank's RNG states from it."""
