@@ -63,7 +63,7 @@ def run_bench(
             "pass --overwrite to replace them, or give another --out directory."
         )
     max_tokens = max_tokens or 128 * batch_size
-    max_length = tokenizer_limit(tokenizer, max_length, pair=text_pair is not None)
+    tokenizer, max_length = tokenizer_and_limit(tokenizer, max_length, pair=text_pair is not None)
     dataset, tok = load_dataset_and_tokenizer(
         data,
         tokenizer,
@@ -136,16 +136,23 @@ STATS_CAP_FACTOR = 16
 STATS_CAP_MIN = 4096
 
 
-def tokenizer_limit(tokenizer: Any, max_length: int | None, pair: bool = False) -> int:
-    """``max_length``, else the limit ``textbatch train`` would truncate to with ``tokenizer``:
-    its ``model_max_length`` (a tokenizer trained on the data, as without one: 512)."""
+def tokenizer_and_limit(
+    tokenizer: Any, max_length: int | None, pair: bool = False
+) -> tuple[Any, int]:
+    """``tokenizer`` loaded once (None stays None: one is trained on the data), and
+    ``max_length``, else the limit ``textbatch train`` would truncate to with it: its
+    ``model_max_length`` (a tokenizer trained on the data, as without one: 512)."""
     from textbatch.data.tokenizers import load_tokenizer
 
-    if max_length is not None:
-        return max_length
-    if tokenizer is None:
-        return DEFAULT_MAX_LENGTH
-    return resolve_max_length(load_tokenizer(tokenizer), None, pair=pair)
+    if tokenizer is not None:
+        tokenizer = load_tokenizer(tokenizer)
+    if max_length is None:
+        max_length = (
+            DEFAULT_MAX_LENGTH
+            if tokenizer is None
+            else resolve_max_length(tokenizer, None, pair=pair)
+        )
+    return tokenizer, max_length
 
 
 def data_stats(
@@ -175,7 +182,7 @@ def data_stats(
     from textbatch.bench.compare import recommend
     from textbatch.data.prepare import load_dataset_and_tokenizer
 
-    max_length = tokenizer_limit(tokenizer, max_length, pair=text_pair is not None)
+    tokenizer, max_length = tokenizer_and_limit(tokenizer, max_length, pair=text_pair is not None)
     if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1:
         raise TextBatchError(f"max_length={max_length!r} must be a positive number of tokens.")
     cap = max(STATS_CAP_FACTOR * max_length, STATS_CAP_MIN)

@@ -134,10 +134,15 @@ def predict_file(
     return PredictSummary(total, dict(reasons.most_common()))
 
 
+def model_folder(directory: Path) -> Path:
+    """The model folder of a ``train`` output directory (its ``model/``), or ``directory``."""
+    return directory / "model" if (directory / "model").is_dir() else directory
+
+
 def model_and_tokenizer(directory: Path) -> tuple[torch.nn.Module, Any]:
     """The model and tokenizer of a ``train`` output directory (``model/`` and
     ``tokenizer/``), or of a model directory that holds its tokenizer."""
-    model_dir = directory / "model" if (directory / "model").is_dir() else directory
+    model_dir = model_folder(directory)
     if not (model_dir / CONFIG_FILE).is_file():
         raise TextBatchError(
             f"--model {str(directory)!r} is not a model folder: it has no model/{CONFIG_FILE}. "
@@ -158,7 +163,7 @@ def _check_inputs(directory: Path, text_pair: str | None) -> None:
     (Models saved before textbatch recorded this are not checked.)"""
     from textbatch.cli.recipes import INPUTS_FILE
 
-    model_dir = directory / "model" if (directory / "model").is_dir() else directory
+    model_dir = model_folder(directory)
     if not (model_dir / INPUTS_FILE).is_file():
         return
     pairs = bool(json.loads((model_dir / INPUTS_FILE).read_text())["text_pair"])
