@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
+from textbatch.cli.config import flag_of
+
 # (the library's words, the command line's words), applied in order.
 PHRASES: tuple[tuple[str, str], ...] = (
     (
@@ -90,8 +92,6 @@ _CONFIG_VALUE = re.compile(r"config\.(\w+)=(.+?) in the checkpoint, (.+?) now(?=
 
 
 def _said_as_flag(match: re.Match[str]) -> str:
-    from textbatch.cli.config import flag_of
-
     def shown(value: str) -> str:
         if value in ("None", "'<none>'"):
             return "not given (the default)"
