@@ -24,6 +24,7 @@ import torch
 from textbatch.batching.collate import PaddingCollator
 from textbatch.batching.loaders import make_loader
 from textbatch.checks import positive_int
+from textbatch.cli.recipes import INPUTS_FILE
 from textbatch.data.columns import invalid_text_reasons, invalid_text_rows
 from textbatch.data.dataset import ArrowCopy, TextDataset, arrow_copy
 from textbatch.data.tokenizers import load_tokenizer
@@ -95,8 +96,8 @@ def predict_file(
             f"--out {str(out)!r} exists; pass --overwrite to replace it, or give another file."
         )
     chunk_rows = positive_int("chunk_rows", chunk_rows, allow_none=False)
+    _check_inputs(Path(model_dir), text_pair)  # before the model is loaded
     model, tok = model_and_tokenizer(Path(model_dir))
-    _check_inputs(Path(model_dir), text_pair)
     names = model.config.get("label_names") or [str(i) for i in range(model.num_labels)]
     columns = [text] if text_pair is None else [text, text_pair]
     raw = arrow_copy(data, encoding=encoding, encoding_errors=encoding_errors)
@@ -161,8 +162,6 @@ def _check_inputs(directory: Path, text_pair: str | None) -> None:
     """Refuse a text pair column for a model trained on single texts, and its absence for one
     trained on pairs: either way it would predict, confidently, from what it never learnt on.
     (Models saved before textbatch recorded this are not checked.)"""
-    from textbatch.cli.recipes import INPUTS_FILE
-
     model_dir = model_folder(directory)
     if not (model_dir / INPUTS_FILE).is_file():
         return
