@@ -20,7 +20,8 @@ def _column(hf_dataset: Any, name: str) -> Any:
     return hf_dataset.with_format("arrow")[name]
 
 
-def _is_text(arrow_type: Any) -> bool:
+def is_text_type(arrow_type: Any) -> bool:
+    """Whether an Arrow type holds strings (string or large_string)."""
     import pyarrow as pa
 
     return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
@@ -83,7 +84,7 @@ def as_strings(values: Any) -> tuple[Any, np.ndarray]:
     that is a number) comes from ``datasets`` as JSON; its strings are decoded here."""
     import pyarrow as pa
 
-    if _is_text(values.type):
+    if is_text_type(values.type):
         return values, np.zeros(len(values), dtype=bool)
     if _is_json(values.type):
         decoded = list(_json_values(values))
@@ -204,7 +205,7 @@ def resolve_labels(
         strings = pc.take(pa.array(feature.names, pa.string()), ids)
         if label_names is None:
             label_names = list(feature.names)
-    elif _is_text(column.type):
+    elif is_text_type(column.type):
         strings = pc.cast(column, pa.string())
         strings = pc.if_else(pc.equal(pc.utf8_trim_whitespace(strings), ""), None, strings)
     elif pa.types.is_integer(column.type):

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from textbatch.data.columns import is_text_type
 from textbatch.errors import TextBatchError, causes
 
 # Cells such as "NA", "None", "null" or "nan" are text, not missing values (pandas' default);
@@ -93,7 +94,7 @@ def check_tsv_cells(dataset: Any, shown: str) -> None:
 
     for name in dataset.column_names:
         column = dataset.data.column(name)
-        if not (column.type.equals("string") or column.type.equals("large_string")):
+        if not is_text_type(column.type):
             continue
         start = 0
         for chunk in column.chunks:
