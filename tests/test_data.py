@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from textbatch import PaddingCollator, TextBatchError, TextDataset
+from textbatch import PaddingCollator, StreamingTextDataset, TextBatchError, TextDataset
 from textbatch.errors import TextBatchWarning
 
 RECORDS = [
@@ -454,9 +454,7 @@ def test_select_with_a_boolean_mask(tokenizer):
 # ------------------------------------------------------------------ malformed delimited files
 
 
-@pytest.mark.parametrize(
-    ("name", "content", "message"),
-    [
+MALFORMED = [
         # Every row one field over: pandas made the first field the index, and the text
         # "terrible, do not buy" became " do not buy".
         ("every.csv", "text,label\nterrible, do not buy,neg\ngreat, love it,pos\n",
@@ -472,8 +470,10 @@ def test_select_with_a_boolean_mask(tokenizer):
          r"line 3 of .* holds more than one JSON object"),
         ("joined.tsv", 'text\tlabel\n"meh, not for me\tneg\nfine film\tpos\n"bad" film\tneg\n',
          r"row 0 of .*, column 'text', holds tabs and 2 line breaks"),
-    ],
-)  # fmt: skip
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "content", "message"), MALFORMED)
 def test_a_malformed_delimited_file_is_an_error_not_other_rows(tokenizer, tmp_path, name,
                                                                 content, message):  # fmt: skip
     path = tmp_path / name
@@ -484,12 +484,27 @@ def test_a_malformed_delimited_file_is_an_error_not_other_rows(tokenizer, tmp_pa
         TextDataset.from_file(path, tokenizer)
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "message"), [case for case in MALFORMED if case[0].endswith("sv")]
+)
+def test_a_malformed_delimited_file_is_an_error_when_streamed_too(tokenizer, tmp_path, name,
+                                                                   content, message):  # fmt: skip
+    """A stream cut a row's extra fields off with a warning ("terrible, do not buy" trained
+    as "terrible", labelled " do not buy"), joined a tsv's rows, or raised pandas' error."""
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(TextBatchError, match=message):
+        list(StreamingTextDataset.from_file(path, tokenizer, label_names=["neg", "pos"]))
+
+
 def test_quoted_tabs_and_line_breaks_in_a_tsv_are_text(tokenizer, tmp_path):
     path = tmp_path / "quoted.tsv"
     path.write_text('text\tlabel\n"a\ttab"\tpos\n"two\nlines"\tneg\n"said ""hi"""\tpos\n')
     ds = TextDataset.from_file(path, tokenizer)
     texts = ["a\ttab", "two\nlines", 'said "hi"']
     assert [ds[i]["input_ids"] for i in range(3)] == [tokenizer(t)["input_ids"] for t in texts]
+    streamed = StreamingTextDataset.from_file(path, tokenizer, label_names=["neg", "pos"])
+    assert [e["input_ids"] for e in streamed] == [ds[i]["input_ids"] for i in range(3)]
 
 
 def test_unusable_labels_are_named(tokenizer, tmp_path):

@@ -37,6 +37,7 @@ from textbatch.data.delimited import (
     as_text,
     check_one_object_per_line,
     check_tsv_cells,
+    checked_stream,
     parse_error,
     strict_rows,
 )
@@ -571,7 +572,7 @@ def _read_file(
     try:
         if streaming:
             if builder == "csv":
-                options = as_text(path, options, str(path))
+                return checked_stream(path, as_text(path, options, str(path)), str(path)), None
             stream = datasets.load_dataset(
                 builder, data_files=str(path), split="train", streaming=True, **options
             )

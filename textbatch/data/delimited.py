@@ -101,17 +101,59 @@ def check_tsv_cells(dataset: Any, shown: str) -> None:
             tabbed = pc.fill_null(pc.match_substring_regex(chunk, "(?s)\t.*\n|\n.*\t"), False)
             if pc.any(tabbed).as_py():
                 row = start + int(pc.index(tabbed, True).as_py())
-                cell = chunk[row - start].as_py()
-                raise TextBatchError(
-                    f"row {row} of {shown!r}, column {name!r}, holds tabs and "
-                    f"{cell.count(chr(10))} line breaks ({cell[:60]!r}"
-                    f"{'...' if len(cell) > 60 else ''}): a '\"' that opens a field quotes it "
-                    "up to the next '\"', across tabs and lines, so rows were joined. If the "
-                    "file's quotes are text (as in GLUE's tsv files), read it with pandas "
-                    "(read_csv(path, sep='\\t', quoting=csv.QUOTE_NONE, keep_default_na=False)) "
-                    "and use TextDataset.from_records or from_hf; else quote that field whole."
-                )
+                raise _joined_rows(row, name, chunk[row - start].as_py(), shown)
             start += len(chunk)
+
+
+def _joined_rows(row: int, name: str, cell: str, shown: str) -> TextBatchError:
+    return TextBatchError(
+        f"row {row} of {shown!r}, column {name!r}, holds tabs and {cell.count(chr(10))} line "
+        f"breaks ({cell[:60]!r}{'...' if len(cell) > 60 else ''}): a '\"' that opens a field "
+        "quotes it up to the next '\"', across tabs and lines, so rows were joined. If the "
+        "file's quotes are text (as in GLUE's tsv files), read it with pandas "
+        "(read_csv(path, sep='\\t', quoting=csv.QUOTE_NONE, keep_default_na=False)) and use "
+        "TextDataset.from_records or from_hf; else quote that field whole."
+    )
+
+
+def checked_stream(path: Path, options: dict[str, Any], shown: str) -> Any:
+    """A ``datasets.IterableDataset`` that streams the delimited file ``path`` (read with
+    ``options``, see :func:`as_text`) with the checks a full read makes, as each row is read:
+    a row with more fields than the header, an unreadable row, and in a tsv a cell with tabs
+    and line breaks, are errors that name the row, where a plain stream cut the extra fields
+    off with a warning, joined rows, or raised pandas' error from inside the loop."""
+    import datasets
+
+    return datasets.IterableDataset.from_generator(
+        _checked_rows,
+        features=options.get("features"),
+        # a list in gen_kwargs would be taken for shards: the options travel as one dict
+        gen_kwargs={"path": str(path), "options": {"read": options}, "shown": shown},
+    )
+
+
+def _checked_rows(path: str, options: dict[str, Any], shown: str) -> Iterator[dict[str, Any]]:
+    import datasets
+
+    read = options["read"]
+    tsv = read.get("sep") == "\t"
+    stream = datasets.load_dataset("csv", data_files=path, split="train", streaming=True, **read)
+    rows = iter(stream)
+    try:
+        with strict_rows():
+            for index, row in enumerate(rows):
+                if tsv:
+                    for name, cell in row.items():
+                        if isinstance(cell, str) and "\t" in cell and "\n" in cell:
+                            raise _joined_rows(index, name, cell, shown)
+                yield row
+    except TextBatchError:
+        raise
+    except Exception as error:
+        problem = parse_error(error, Path(path), read, shown)
+        raise TextBatchError(f"cannot read {shown!r} as csv: {problem}") from error
+    finally:
+        rows.close()  # the file, also when the loop stops early or raised
 
 
 def check_one_object_per_line(path: Path, rows: int, shown: str) -> None:
