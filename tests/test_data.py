@@ -308,6 +308,33 @@ def test_invalid_text_names_row_and_column(tokenizer, bad_text, what):
     assert "drop_invalid=True" in str(info.value)
 
 
+# Texts of nothing but whitespace and invisible characters: a zero-width space alone was
+# tokenised to [CLS][SEP] and trained on with its label. A visible character keeps a text.
+BLANK_TEXTS = ["\u200b", " \u200b\ufeff ", "\u00ad", "\u2060\t", "\u3000", "\x1c"]
+KEPT_TEXTS = ["\u200bx", "\u00e9", "\U0001f600", "\u0301a"]
+
+
+@pytest.mark.parametrize("blank", BLANK_TEXTS)
+def test_invisible_text_is_empty(tokenizer, blank):
+    records = [*RECORDS[:2], {"text": blank, "label": "sports"}, RECORDS[3]]
+    with pytest.raises(TextBatchError, match=r"row 2, column 'text' is empty"):
+        TextDataset.from_records(records, tokenizer)
+    with pytest.warns(TextBatchWarning, match="dropped 1 of 4"):
+        kept = TextDataset.from_records(records, tokenizer, drop_invalid=True)
+    assert len(kept) == 3 and kept.num_dropped == 1
+    pairs = [{**r, "pair": blank if i == 1 else "fine"} for i, r in enumerate(RECORDS)]
+    with pytest.raises(TextBatchError, match=r"row 1, column 'pair' is empty"):
+        TextDataset.from_records(pairs, tokenizer, text_pair="pair")
+    with pytest.raises(TextBatchError, match=r"record 2, column 'text' is str"):
+        list(StreamingTextDataset(records, tokenizer, label_names=["politics", "sports", "tech"]))
+
+
+@pytest.mark.parametrize("text", KEPT_TEXTS)
+def test_a_visible_character_is_a_text(tokenizer, text):
+    ds = TextDataset.from_records([{"text": text, "label": "a"}], tokenizer)
+    assert ds[0]["input_ids"] == tokenizer(text)["input_ids"]
+
+
 def test_invalid_text_in_a_file(tokenizer, tmp_path):
     path = tmp_path / "data.csv"
     path.write_text('text,label\n"fine text",a\n,b\n"more text",a\n')

@@ -135,11 +135,13 @@ def test_no_row_with_text_is_one_error_line_and_exit_2(model_dir, tmp_path, caps
 def test_reasons_name_what_is_wrong():
     from textbatch.data.columns import invalid_text_reasons
 
-    hf = datasets.Dataset.from_dict({"a": ["x", "", None, "y"], "b": ["p", "q", "r", " "]})
+    hf = datasets.Dataset.from_dict(
+        {"a": ["x", "", None, "y", "\u200b", "\u200bz"], "b": ["p", "q", "r", " ", "s", "t"]}
+    )
     bad = invalid_text_rows(hf, ["a", "b"])
-    assert bad.tolist() == [False, True, True, True]
+    assert bad.tolist() == [False, True, True, True, True, False]
     reasons = invalid_text_reasons(hf, ["a", "b"], np.flatnonzero(bad))
-    assert reasons == ["empty text", "missing text", "empty text pair"]
+    assert reasons == ["empty text", "missing text", "empty text pair", "empty text"]
     numbers = datasets.Dataset.from_dict({"a": [1, None]})
     assert invalid_text_reasons(numbers, ["a"], [0, 1]) == ["text is not a string", "missing text"]
 

@@ -6,6 +6,7 @@ import json
 import math
 import numbers
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,25 @@ from typing import Any
 import numpy as np
 
 from textbatch.errors import TextBatchError
+
+# A text is blank when it holds nothing but whitespace (Unicode separators, and control
+# characters such as tabs and line breaks) and invisible format characters (zero-width space,
+# byte-order mark, soft hyphen): a BERT-like tokenizer makes no tokens of it at all, so it
+# would train as [CLS][SEP], and others make tokens of nothing a reader sees.
+_BLANK_CATEGORIES = frozenset({"Zs", "Zl", "Zp", "Cc", "Cf"})
+_BLANK_PATTERN = r"^[\p{Z}\p{Cc}\p{Cf}]*$"  # the same characters, for Arrow (RE2)
+
+
+def is_blank(text: str) -> bool:
+    """Whether ``text`` holds nothing but whitespace and invisible format characters."""
+    return all(unicodedata.category(char) in _BLANK_CATEGORIES for char in text)
+
+
+def blank_strings(strings: Any) -> Any:
+    """:func:`is_blank` of each string of an Arrow string array (null where missing)."""
+    import pyarrow.compute as pc
+
+    return pc.match_substring_regex(strings, _BLANK_PATTERN)
 
 
 def _column(hf_dataset: Any, name: str) -> Any:
@@ -49,7 +69,7 @@ def invalid_text_rows(hf_dataset: Any, columns: Sequence[str]) -> np.ndarray:
         start = 0
         for chunk in _column(hf_dataset, name).chunks:  # the trimmed copy never holds a column
             strings, other = as_strings(chunk)
-            blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(strings)), 0)
+            blank = blank_strings(strings)
             bad[start : start + len(chunk)] |= other | pc.fill_null(blank, True).to_numpy(
                 zero_copy_only=False
             )
@@ -70,8 +90,7 @@ def invalid_text_reasons(
     for name, what in zip(columns, ("text", "text pair"), strict=False):
         strings, other = as_strings(_take(_column(hf_dataset, name), rows))
         missing = strings.is_null().to_numpy(zero_copy_only=False) & ~other
-        blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(strings)), 0)
-        blank = pc.fill_null(blank, False).to_numpy(zero_copy_only=False)
+        blank = pc.fill_null(blank_strings(strings), False).to_numpy(zero_copy_only=False)
         reasons[(reasons == "") & missing] = f"missing {what}"
         reasons[(reasons == "") & other] = f"{what} is not a string"
         reasons[(reasons == "") & blank] = f"empty {what}"
@@ -207,7 +226,7 @@ def resolve_labels(
             label_names = list(feature.names)
     elif is_text_type(column.type):
         strings = pc.cast(column, pa.string())
-        strings = pc.if_else(pc.equal(pc.utf8_trim_whitespace(strings), ""), None, strings)
+        strings = pc.if_else(blank_strings(strings), None, strings)
     elif pa.types.is_integer(column.type):
         strings = pc.cast(column, pa.string())
         numeric = True

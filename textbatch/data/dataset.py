@@ -27,6 +27,7 @@ from textbatch.data.backend import calls_backend_directly
 from textbatch.data.columns import (
     LabelSpec,
     invalid_text_rows,
+    is_blank,
     label_text,
     plain_text_columns,
     resolve_labels,
@@ -851,13 +852,15 @@ def _invalid_row_error(
     if bad_text[row]:
         values = hf_dataset[row]
         column = next(
-            c for c in text_columns if not isinstance(values[c], str) or not values[c].strip()
+            c for c in text_columns if not isinstance(values[c], str) or is_blank(values[c])
         )
         value = values[column]
         if value is None:
             what = "missing"
-        elif isinstance(value, str):
+        elif isinstance(value, str) and not value.strip():
             what = f"empty ({value!r})"
+        elif isinstance(value, str):
+            what = f"empty ({value!r}: whitespace and invisible characters only)"
         else:
             what = f"{type(value).__name__} {value!r}, not a string"
     else:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from textbatch.checks import non_negative_int, positive_int
-from textbatch.data.columns import check_label_names, label_text
+from textbatch.data.columns import check_label_names, is_blank, label_text
 from textbatch.data.dataset import Example, Transform, file_format, load_file, resolve_max_length
 from textbatch.data.truncation import encode_truncated
 from textbatch.distributed import dataloader_worker, resolve_rank, shard_records
@@ -233,7 +233,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
                     f"{list(record)}. Pass text=... (and text_pair=...)."
                 )
             value = record[column]
-            if not isinstance(value, str) or not value.strip():
+            if not isinstance(value, str) or is_blank(value):
                 return self._reject(position, column, value)
         if self._label_ids is not None:
             value = record.get(self.label)
@@ -247,7 +247,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
         if names is not None and isinstance(value, int | np.integer) and value < len(names):
             return names[value] if value >= 0 else None  # ClassLabel: -1 means no label
         text = label_text(value)
-        return None if text is None or not text.strip() else text
+        return None if text is None or is_blank(text) else text
 
     def _decide_labels(self, record: Mapping[str, Any]) -> None:
         if self.label not in record:
