@@ -127,6 +127,30 @@ def test_text_pairs_carry_token_types(tokenizer):
     assert set(ds[0]["token_type_ids"]) == {0, 1}
 
 
+def test_pairs_carry_token_types_only_where_the_tokenizer_makes_them(tokenizer, tmp_path):
+    """A RoBERTa- or DistilBERT-like tokenizer (``model_input_names`` without token_type_ids)
+    returns none for pairs either: the batches have the keys ``DataCollatorWithPadding`` gives,
+    where they carried token_type_ids that such models do not take."""
+    from transformers import AutoTokenizer, DataCollatorWithPadding
+
+    tokenizer.save_pretrained(tmp_path)
+    plain = AutoTokenizer.from_pretrained(
+        tmp_path, model_input_names=["input_ids", "attention_mask"]
+    )
+    records = [{"q": "who won", "a": "the home side", "label": "yes"},
+               {"q": "when", "a": "at the final whistle today", "label": "no"}]  # fmt: skip
+    ds = TextDataset.from_records(records, plain, text="q", text_pair="a")
+    batch = PaddingCollator.from_tokenizer(plain)(ds.__getitems__([0, 1]))
+    features = [{**plain(r["q"], r["a"]), "labels": i} for i, r in enumerate(records)]
+    expected = DataCollatorWithPadding(plain, return_tensors="pt")(features)
+    assert set(batch) == set(expected) == {"input_ids", "attention_mask", "labels"}
+    assert torch.equal(batch["input_ids"], expected["input_ids"])
+    streamed = StreamingTextDataset(
+        records, plain, text="q", text_pair="a", label_names=["no", "yes"]
+    )
+    assert all("token_type_ids" not in example for example in streamed)
+
+
 def test_unlabelled_data_for_prediction(tokenizer):
     texts = [{"text": r["text"]} for r in RECORDS]
     ds = TextDataset.from_records(texts, tokenizer)

@@ -45,6 +45,7 @@ from textbatch.data.delimited import (
 from textbatch.data.encoding import check_encoding, utf8_source
 from textbatch.data.hashing import checksum_path, checksum_problem, file_digest, write_checksum
 from textbatch.data.tokenize import TableTokenizer
+from textbatch.data.tokenizers import makes_token_types
 from textbatch.errors import TextBatchError, TextBatchWarning, causes
 from textbatch.files import remove_stale_temporaries
 
@@ -765,7 +766,7 @@ def _tokenize(
     the number of rows), else tokenised again with a warning."""
     import datasets
 
-    keep_types = text_pair is not None or "token_type_ids" in tokenizer.model_input_names
+    keep_types = makes_token_types(tokenizer)
     features = {"input_ids": datasets.List(datasets.Value("int32"))}
     if keep_types:
         features["token_type_ids"] = datasets.List(datasets.Value("int8"))

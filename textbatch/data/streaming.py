@@ -13,6 +13,7 @@ import torch
 from textbatch.checks import non_negative_int, positive_int
 from textbatch.data.columns import check_label_names, is_blank, label_text
 from textbatch.data.dataset import Example, Transform, file_format, load_file, resolve_max_length
+from textbatch.data.tokenizers import makes_token_types
 from textbatch.data.truncation import encode_truncated
 from textbatch.distributed import dataloader_worker, resolve_rank, shard_records
 from textbatch.errors import TextBatchError, TextBatchWarning
@@ -72,9 +73,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
         self.drop_invalid = drop_invalid
         self.transform = transform
         self.tokenize_batch_size = tokenize_batch_size
-        self.keep_types = (
-            text_pair is not None or "token_type_ids" in self.tokenizer.model_input_names
-        )
+        self.keep_types = makes_token_types(self.tokenizer)
         self.rank, self.num_replicas = resolve_rank(num_replicas, rank)
         # A ClassLabel feature streams label ids: these are its names, in id order.
         self._streamed_names = self._class_label_names(source, label)

@@ -57,6 +57,14 @@ def load_tokenizer(source: Any) -> Any:
     )
 
 
+def makes_token_types(tokenizer: Any) -> bool:
+    """Whether ``tokenizer``'s own ``__call__`` returns ``token_type_ids`` (its
+    ``model_input_names`` name them, as BERT's do and RoBERTa's and DistilBERT's do not): a
+    dataset carries them exactly then, for single texts and pairs, so that its batches hold the
+    keys that ``DataCollatorWithPadding`` gives."""
+    return "token_type_ids" in tokenizer.model_input_names
+
+
 def _load_path(path: Path) -> Any:
     from transformers import AutoTokenizer
 
