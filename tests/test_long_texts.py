@@ -259,6 +259,59 @@ def test_pairs_give_the_ids_of_full_tokenisation(tokenizers, name, rows, budget)
     assert cut(tok, first, second, max_length) == full(tok, first, second, max_length)
 
 
+@st.composite
+def unspaced(draw):
+    """Text with no cut place: CJK ideographs, other letters and tricky pieces, no spaces."""
+    pieces = st.sampled_from(["中", "文", "字", "語", "ab", "é", "🙂", "12", ".", "\u200b", "ß"])
+    return "".join(draw(st.lists(pieces, min_size=1, max_size=300)))
+
+
+@pytest.mark.parametrize("name", ALL)
+@SETTINGS
+@given(
+    rows=st.lists(st.tuples(unspaced(), unspaced()), min_size=1, max_size=3),
+    budget=st.integers(5, 40),
+)
+def test_pairs_without_cut_places_give_the_ids_of_full_tokenisation(tokenizers, name, rows, budget):
+    """Pairs of two long texts are cut by their tokens' offsets (no cut place needed), for
+    every tokenizer; a cut that does not give exactly the kept tokens is not used."""
+    tok = tokenizers[name]
+    max_length = budget + tok.num_special_tokens_to_add(pair=True)
+    first, second = [a for a, _ in rows], [b for _, b in rows]
+    assert cut(tok, first, second, max_length) == full(tok, first, second, max_length)
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "budget"),
+    [(3, 4, 10), (10, 10, 10), (11, 10, 10), (10, 11, 10), (3, 30, 10), (30, 3, 10),
+     (5, 30, 10), (6, 30, 10), (30, 6, 10), (11, 11, 11), (12, 11, 11), (11, 12, 11),
+     (4, 30, 9), (5, 30, 9), (30, 5, 9), (40, 40, 1), (1, 40, 1), (0, 40, 5)],
+)  # fmt: skip
+def test_longest_first_keeps_what_tokenizers_keeps(tokenizers, first, second, budget):
+    tok = tokenizers["wordpiece"]
+    a, b = " ".join(["the"] * first) or "the", " ".join(["draw"] * second)
+    first = len(tok(a, add_special_tokens=False)["input_ids"])
+    max_length = budget + tok.num_special_tokens_to_add(pair=True)
+    types = tok(a, b, truncation=True, max_length=max_length)["token_type_ids"]
+    kept = (types.count(0) - 2, types.count(1) - 1)  # [CLS] a [SEP] b [SEP]
+    assert truncation.longest_first(first, second, budget) == kept
+
+
+def test_a_pair_of_long_unspaced_texts_is_truncated_in_bounded_memory(tokenizers):
+    """tokenizers' own pair truncation pairs every overflowing piece of one text with every
+    piece of the other: 32 pairs of 8,100 CJK characters took 5.7 GB. The texts are cut to
+    what truncation keeps first, so nothing overflows."""
+    tok = tokenizers["minilm"]
+    first, second = "中文字語" * 500, "字語文" * 700  # no cut place: no space in either
+    reference = full(tok, [first], [second], 128)
+    encodings = truncation.encodings_truncated(tok, [first], [second], max_length=128)
+    assert [e.ids for e in encodings] == reference["input_ids"]
+    assert [e.type_ids for e in encodings] == reference["token_type_ids"]
+    assert encodings[0].overflowing == []  # tokenizers' own truncation: 16 x 21 pieces
+    whole = truncation._encode(tok, [[first], [second]], max_length=128)
+    assert len(whole[0].overflowing) > 100  # what it replaces
+
+
 @pytest.mark.parametrize("name", CUT)
 @pytest.mark.parametrize("budget", [31, 32])
 @pytest.mark.parametrize("extra", [-1, 0, 1])

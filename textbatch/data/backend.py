@@ -64,11 +64,13 @@ def encode_batch(
     max_length: int | None,
     add_special_tokens: bool = True,
     type_ids: bool = True,
+    offsets: bool = False,
 ) -> list[Any]:
     """The encodings of ``tokenizer(texts, pairs, truncation=max_length is not None,
     max_length=max_length, add_special_tokens=add_special_tokens)``, one per text (or pair):
     Rust ``Encoding`` objects, or :class:`ListEncoding` for a tokenizer that must go through
-    ``__call__`` (then ``type_ids`` says whether to ask for token types).
+    ``__call__`` (then ``type_ids`` says whether to ask for token types). With ``offsets``,
+    Rust encodings carry each token's character offsets in its text (slower).
 
     Like ``__call__``, it leaves the backend tokenizer truncating at ``max_length`` (or not at
     all), unpadded and with the tokenizer's ``split_special_tokens``."""
@@ -107,7 +109,8 @@ def encode_batch(
         backend.encode_special_tokens = tokenizer.split_special_tokens
     inputs = list(texts) if pairs is None else list(zip(texts, pairs, strict=True))
     # encode_batch_fast: the same ids as encode_batch, without the character offsets
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    encode = backend.encode_batch if offsets else getattr(backend, "encode_batch_fast", None)
+    encode = encode or backend.encode_batch
     return encode(inputs, add_special_tokens=add_special_tokens)
 
 

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from textbatch.data.backend import encode_batch
+from textbatch.data.backend import ListEncoding, calls_backend_directly, encode_batch
 
 # The first cut of a long text keeps this many characters per token of the budget; text has
 # 3 to 6 per token, so the prefix nearly always yields enough. Texts up to twice as long are
@@ -35,6 +35,16 @@ MIN_CUT = 256
 GROWTH = 4
 # Texts longer than this are counted (never encoded) a piece at a time, in bounded memory.
 COUNT_CHUNK = 1 << 16
+
+# A pair whose two texts both have more than this many budgets' worth of tokens (estimated
+# from their characters: 4 per token in ASCII text, as in English, else 1, as in Chinese) is
+# cut to the tokens truncation keeps before it is encoded (see _encode_pairs). tokenizers'
+# longest_first truncation pairs every overflowing piece of one text with every piece of the
+# other, in memory that grows with the product of their lengths: 32 pairs of 8,100 unspaced
+# CJK characters, which no cut place shortens, took 5.7 GB. Below it, that product is small
+# and the cut, which tokenises a pair's texts twice, would cost more than it saves.
+LONG_PAIR_BUDGETS = 2
+ASCII_CHARS_PER_TOKEN = 4
 
 # A cut goes just before a space (U+0020) that follows a letter or digit, so the prefix ends
 # inside no word. Left out: CJK ideographs (BertNormalizer puts spaces around them, so the
@@ -182,6 +192,8 @@ def encodings_truncated(
     first_cut = max(CHARS_PER_TOKEN * budget, MIN_CUT)
 
     def encode(rows: list[list[str]]) -> list[Any]:
+        if len(rows) == 2:
+            return _encode_pairs(tokenizer, rows, max_length=max_length, type_ids=type_ids)
         return _encode(tokenizer, rows, max_length=max_length, type_ids=type_ids)
 
     long = [[len(t) > 2 * first_cut for t in column] for column in columns]
@@ -245,6 +257,85 @@ def _encode(
         add_special_tokens=max_length is not None,
         type_ids=type_ids,
     )
+
+
+def _encode_pairs(
+    tokenizer: Any, rows: list[list[str]], *, max_length: int, type_ids: bool
+) -> list[Any]:
+    """``_encode(tokenizer, rows, max_length=max_length)`` for pairs ``rows = [texts, pairs]``,
+    in memory that grows with the texts' lengths, not with their product: each text of a pair
+    of two long texts is tokenised alone, the tokens that truncation keeps of each are counted
+    (:func:`longest_first`), and the text is cut where its first dropped token starts; the cut
+    pair then needs no truncation. Its encoding is used when its two sequences are exactly the
+    kept tokens (a cut inside a word, or inside a character that makes several tokens, may
+    give others: byte-level BPE merges across a whole unspaced run); else the whole pair is
+    encoded, one pair at a time so that only one pair's overflowing pieces are ever held, as
+    it is (a chunk at a time) for a tokenizer that truncates on the left or goes through its
+    own ``__call__``."""
+    budget = max_length - tokenizer.num_special_tokens_to_add(pair=True)
+    long = LONG_PAIR_BUDGETS * max(budget, 1)
+    heavy = [
+        j
+        for j, pair in enumerate(zip(*rows, strict=True))
+        if min(map(_token_estimate, pair)) > long
+    ]
+    if (
+        not heavy
+        or getattr(tokenizer, "truncation_side", "right") != "right"
+        or not calls_backend_directly(tokenizer)
+    ):
+        return _encode(tokenizer, rows, max_length=max_length, type_ids=type_ids)
+    texts = [[rows[k][j] for j in heavy] for k in (0, 1)]
+    whole = [
+        encode_batch(tokenizer, column, max_length=None, add_special_tokens=False, offsets=True)
+        for column in texts
+    ]
+    cut = [list(rows[0]), list(rows[1])]
+    kept: list[tuple[list[int], list[int]]] = []
+    for n, j in enumerate(heavy):
+        keeps = longest_first(len(whole[0][n]), len(whole[1][n]), budget)
+        for k, keep in enumerate(keeps):
+            encoding = whole[k][n]
+            if keep < len(encoding):
+                cut[k][j] = texts[k][n][: encoding.offsets[keep][0]]
+        kept.append((whole[0][n].ids[: keeps[0]], whole[1][n].ids[: keeps[1]]))
+    del whole
+    out = _encode(tokenizer, cut, max_length=max_length, type_ids=type_ids)
+    inexact = [j for j, expected in zip(heavy, kept, strict=True) if _sequences(out[j]) != expected]
+    for j in inexact:  # one at a time, overflowing pieces dropped at once: one row's worth
+        (encoding,) = _encode(tokenizer, [[rows[0][j]], [rows[1][j]]], max_length=max_length)
+        out[j] = ListEncoding(encoding.ids, encoding.type_ids if type_ids else [])
+    return out
+
+
+def _token_estimate(text: str) -> int:
+    """A rough estimate of a text's tokens, from its characters (see LONG_PAIR_BUDGETS)."""
+    return len(text) // ASCII_CHARS_PER_TOKEN if text.isascii() else len(text)
+
+
+def _sequences(encoding: Any) -> tuple[list[int], list[int]]:
+    """The ids of the first and of the second text of a pair's encoding, special tokens out."""
+    ids = zip(encoding.ids, encoding.sequence_ids, strict=True)
+    pieces: tuple[list[int], list[int]] = ([], [])
+    for token, sequence in ids:
+        if sequence is not None:
+            pieces[sequence].append(token)
+    return pieces
+
+
+def longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
+    """The tokens of each text of a pair (of ``first`` and ``second`` tokens) that truncation to
+    ``budget`` tokens ("longest_first", as ``tokenizers`` does it) keeps: both whole when they
+    fit; else the shorter whole when it has at most half the budget, and the longer the rest;
+    else the shorter ``budget // 2`` (the first on a tie) and the longer the rest."""
+    if first + second <= budget:
+        return first, second
+    half = budget // 2
+    if first <= second:
+        keep_first = min(first, half)
+        return keep_first, budget - keep_first
+    keep_second = min(second, half)
+    return budget - keep_second, keep_second
 
 
 def _prefix(text: str, target: int | None) -> str:
