@@ -102,6 +102,7 @@ def test_load_rejects_other_objects():
     [
         (["fine", 3], {}, "text #1 is int"),
         ([], {}, "got no texts"),
+        ([" ", "\u200b\ufeff"], {}, "got no texts"),  # blank: whitespace, invisible
         ("one string", {}, "one string"),
         (["a b c"], {"vocab_size": 3}, "vocab_size=3"),
     ],

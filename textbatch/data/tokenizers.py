@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from textbatch.data.columns import is_blank
 from textbatch.errors import TextBatchError
 
 SPECIAL_TOKENS = {
@@ -247,5 +248,5 @@ class _CountingIterator:
             if len(text) > TRAIN_TEXT_CHARS:
                 space = text.rfind(" ", TRAIN_TEXT_CHARS // 2, TRAIN_TEXT_CHARS + 1)
                 text = text[: space if space > 0 else TRAIN_TEXT_CHARS]
-            self.count += bool(text.strip())
+            self.count += not is_blank(text)
             yield text
