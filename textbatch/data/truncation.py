@@ -37,14 +37,16 @@ GROWTH = 4
 COUNT_CHUNK = 1 << 16
 
 # A pair whose two texts both have more than this many budgets' worth of tokens (estimated
-# from their characters: 4 per token in ASCII text, as in English, else 1, as in Chinese) is
+# from their characters: 4 per token in text with a space in every 16 characters or more, as
+# in English or French, else 1, as in Chinese) is
 # cut to the tokens truncation keeps before it is encoded (see _encode_pairs). tokenizers'
 # longest_first truncation pairs every overflowing piece of one text with every piece of the
 # other, in memory that grows with the product of their lengths: 32 pairs of 8,100 unspaced
 # CJK characters, which no cut place shortens, took 5.7 GB. Below it, that product is small
 # and the cut, which tokenises a pair's texts twice, would cost more than it saves.
 LONG_PAIR_BUDGETS = 2
-ASCII_CHARS_PER_TOKEN = 4
+SPACED_CHARS_PER_TOKEN = 4
+CHARS_PER_SPACE = 16
 
 # A cut goes just before a space (U+0020) that follows a letter or digit, so the prefix ends
 # inside no word. Left out: CJK ideographs (BertNormalizer puts spaces around them, so the
@@ -310,7 +312,8 @@ def _encode_pairs(
 
 def _token_estimate(text: str) -> int:
     """A rough estimate of a text's tokens, from its characters (see LONG_PAIR_BUDGETS)."""
-    return len(text) // ASCII_CHARS_PER_TOKEN if text.isascii() else len(text)
+    spaced = text.count(" ") * CHARS_PER_SPACE >= len(text)
+    return len(text) // SPACED_CHARS_PER_TOKEN if spaced else len(text)
 
 
 def _sequences(encoding: Any) -> tuple[list[int], list[int]]:
