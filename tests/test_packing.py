@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from textbatch import BucketBatchSampler, PackingCollator, PaddingCollator, TextBatchError
 from textbatch.batching.loaders import make_loader
+from textbatch.batching.masks import block_diagonal_mask
 from textbatch.batching.packing import best_fit_decreasing, next_fit, pack_rows
 from textbatch.batching.stats import packing_stats
 from textbatch.models.classifiers import BackboneClassifier, TextClassifier
@@ -59,11 +60,13 @@ def test_layout_by_hand():
     assert int(batch["max_seqlen"]) == 6
     assert batch["packed_order"].tolist() == [0, 1, 2, 3]
     assert batch["labels"].tolist() == [0, 1, 2, 3]
-    mask = batch["attention_mask"]
-    assert mask.shape == (3, 1, 8, 8) and mask.dtype == torch.bool
-    assert mask[2, 0, 0].tolist() == [True, True, True, False, False, False, False, False]
-    assert mask[2, 0, 4].tolist() == [False, False, False, True, True, True, False, False]
-    assert mask[0, 0, 5].tolist() == [False] * 5 + [True] + [False] * 2  # padding: itself only
+    mask = batch["attention_mask"]  # additive: eager attention adds it to the scores
+    assert mask.shape == (3, 1, 8, 8) and mask.dtype == torch.float32
+    allowed = mask == 0
+    assert bool((mask[~allowed] == torch.finfo(torch.float32).min).all())
+    assert allowed[2, 0, 0].tolist() == [True, True, True, False, False, False, False, False]
+    assert allowed[2, 0, 4].tolist() == [False, False, False, True, True, True, False, False]
+    assert allowed[0, 0, 5].tolist() == [False] * 5 + [True] + [False] * 2  # padding: itself
 
 
 def test_the_dense_mask_is_opt_in():
@@ -272,6 +275,63 @@ def test_backbone_packed_matches_padded(tiny_bert_dir, pooling, mask):
         )
 
 
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+@pytest.mark.parametrize("mask", [False, True])
+def test_packed_batches_are_isolated_whatever_the_attention(tiny_bert_dir, attention, mask):
+    """Eager attention adds a 4-D mask to the scores: a bool block-diagonal mask added 1 or 0
+    and blocked nothing, so packed sequences attended to each other (MiniLM: logits off by
+    0.2). The collator's mask, and the one the model builds, are additive."""
+    from transformers import AutoModel, BertModel
+
+    torch.manual_seed(0)
+    backbone = AutoModel.from_pretrained(tiny_bert_dir, attn_implementation=attention)
+    model = BackboneClassifier(backbone, num_labels=3, pooling="mean").eval()
+    features = [{"input_ids": s, "token_type_ids": [0] * len(s)} for s in SEQUENCES]
+    packed = PackingCollator(0, capacity=32, mask=mask)(features)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(**packed).logits, model(**PaddingCollator(0)(features)).logits, atol=1e-4, rtol=0
+        )
+        packed["attention_mask"] = block_diagonal_mask(packed["sequence_ids"])  # a bool one
+        torch.testing.assert_close(
+            model(**packed).logits, model(**PaddingCollator(0)(features)).logits, atol=1e-4, rtol=0
+        )
+    # a plain Hugging Face encoder given the collator's mask: each sequence as it is alone
+    plain = BertModel.from_pretrained(tiny_bert_dir, attn_implementation=attention).eval()
+    batch = PackingCollator(0, capacity=None, mask=True)(features)
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    with torch.no_grad():
+        hidden = plain(**inputs).last_hidden_state[0]  # (W, H)
+        for n, sequence in enumerate(SEQUENCES):
+            alone = plain(input_ids=torch.tensor([sequence])).last_hidden_state[0]
+            place = batch["sequence_ids"][0] == n
+            torch.testing.assert_close(hidden[place], alone, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("make", "pooling"),
+    [("mean", None), ("transformer", None), ("backbone", "cls"), ("backbone", "mean")],
+)
+def test_an_empty_last_sequence_keeps_its_row_of_logits(make, pooling, tiny_bert_dir):
+    """An empty example owns no position of a packed batch: sized by the largest sequence id,
+    the logits lost the last one's row (3 rows of probabilities for 4 examples in predict)."""
+    torch.manual_seed(0)
+    if make == "backbone":
+        model = BackboneClassifier.from_pretrained(tiny_bert_dir, num_labels=3, pooling=pooling)
+    else:
+        model = TextClassifier(100, 3, dim=32, encoder=make)
+    features = [{"input_ids": s} for s in [*SEQUENCES[:3], [], SEQUENCES[3], []]]
+    batch = PackingCollator(0, capacity=32)(features)
+    model.eval()
+    with torch.no_grad():
+        logits = model(**batch).logits
+        assert logits.shape[0] == len(features)
+        for i, feature in enumerate(features):  # a row per example, in the examples' order
+            if feature["input_ids"]:
+                alone = model(**PaddingCollator(0)([feature])).logits[0]
+                torch.testing.assert_close(logits[i], alone, atol=1e-4, rtol=0)
+
+
 @pytest.mark.parametrize("make", ["transformer", "backbone"])
 def test_no_attention_across_sequences(make, tiny_bert_dir):
     torch.manual_seed(0)
@@ -296,6 +356,21 @@ def test_backbone_with_a_position_offset_refuses_unshifted_positions(tiny_bert_d
     model.position_offset = 2  # as a RoBERTa-style model has
     with pytest.raises(TextBatchError, match=r"PackingCollator\(position_offset=2\)"):
         model(**PackingCollator(0, capacity=16)([{"input_ids": [2, 5, 3]}]))
+
+
+@pytest.mark.parametrize("offset", [1, 2])
+@pytest.mark.parametrize("make", ["transformer", "backbone"])
+def test_positions_shifted_past_the_models_offset_are_refused(tiny_bert_dir, make, offset):
+    """Only a lower offset was refused: BERT packed with position_offset=1 gave logits off by
+    1.4, and TextClassifier (no check at all) off by 0.07."""
+    if make == "backbone":
+        model = BackboneClassifier.from_pretrained(tiny_bert_dir, num_labels=2)
+    else:
+        model = TextClassifier(100, 2, dim=32, encoder="transformer")
+    with pytest.raises(
+        TextBatchError, match=r"starts at position .*PackingCollator\(position_offset=0\)"
+    ):
+        model(**PackingCollator(0, capacity=16, position_offset=offset)([{"input_ids": [2, 5, 3]}]))
 
 
 # ------------------------------------------------------------------ the sampler plans packed rows

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from textbatch.batching.masks import block_diagonal_mask
+from textbatch.batching.masks import additive_mask, block_diagonal_mask
 from textbatch.checks import non_negative_int, positive_int
 from textbatch.errors import TextBatchError
 
@@ -406,8 +406,10 @@ class PackingCollator:
       given): int64 (R, W)
     - ``position_ids``: int64 (R, W), restarting at ``position_offset`` for each sequence
     - ``sequence_ids``: int64 (R, W), which sequence each token belongs to (-1: row padding)
-    - ``attention_mask``: bool (R, 1, W, W), block-diagonal: True where a token may attend
-      (a Hugging Face encoder takes it as is), only with ``mask=True``: it costs W x W per row,
+    - ``attention_mask``: float32 (R, 1, W, W), block-diagonal and additive: 0 where a token
+      may attend, the lowest float32 elsewhere (a Hugging Face encoder takes it as is, with
+      sdpa or eager attention; a bool mask, which eager attention adds to the scores, would
+      block nothing), only with ``mask=True``: it costs 4 x W x W bytes per row,
       and a model that reads ``sequence_ids`` or ``cu_seqlens`` does not need it
       (``TextClassifier`` and ``BackboneClassifier`` build it themselves when it is missing)
     - ``cu_seqlens``: int32 (N + 1), the sequences' boundaries in packed order over the real
@@ -574,7 +576,7 @@ class PackingCollator:
         if "attention_mask" in first:
             check_all_ones(tokens("attention_mask"), example_lengths)
         if self.mask:
-            batch["attention_mask"] = block_diagonal_mask(batch["sequence_ids"])
+            batch["attention_mask"] = additive_mask(block_diagonal_mask(batch["sequence_ids"]))
         batch["cu_seqlens"] = torch.from_numpy(np.concatenate([[0], ends]).astype(np.int32))
         batch["max_seqlen"] = torch.tensor(int(lengths.max()))
         batch["packed_order"] = torch.from_numpy(order)

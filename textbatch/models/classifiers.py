@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from textbatch.batching.masks import block_diagonal_mask
+from textbatch.batching.masks import additive_mask, block_diagonal_mask
 from textbatch.errors import TextBatchError
 from textbatch.files import atomic_write, write_json
 
@@ -37,25 +37,58 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
 
 
-def segment_mean(hidden: torch.Tensor, sequence_ids: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden`` (R, W, D) over each sequence of a packed batch -> (N, D), where
-    ``sequence_ids`` (R, W) says which sequence each position holds (-1: none)."""
+def sequence_count(sequence_ids: torch.Tensor, batch: dict[str, Any]) -> int:
+    """How many sequences a packed batch holds: ``cu_seqlens`` (or ``packed_order``,
+    ``example_ids``) counts them all, empty ones included, which own no position in
+    ``sequence_ids`` (an empty last one would have lost its row of logits, and every later
+    example's row moved up one); else the largest sequence id + 1."""
+    if batch.get("cu_seqlens") is not None:
+        return len(batch["cu_seqlens"]) - 1
+    for key in ("packed_order", "example_ids"):
+        if batch.get(key) is not None:
+            return len(batch[key])
+    return int(sequence_ids.max()) + 1
+
+
+def segment_mean(hidden: torch.Tensor, sequence_ids: torch.Tensor, count: int) -> torch.Tensor:
+    """Mean of ``hidden`` (R, W, D) over each of the ``count`` sequences of a packed batch ->
+    (N, D), where ``sequence_ids`` (R, W) says which sequence each position holds (-1: none);
+    an empty sequence's mean is zeros."""
     real = sequence_ids >= 0
     ids = sequence_ids[real]  # (tokens,)
-    count = int(ids.max()) + 1
     sums = hidden.new_zeros(count, hidden.shape[-1]).index_add_(0, ids, hidden[real])
     sizes = torch.bincount(ids, minlength=count).clamp(min=1).to(hidden.dtype)
     return sums / sizes.unsqueeze(1)  # (N, D)
 
 
-def segment_first(hidden: torch.Tensor, sequence_ids: torch.Tensor) -> torch.Tensor:
-    """The first token of each sequence of a packed batch -> (N, D)."""
-    real = sequence_ids >= 0
+def sequence_starts(sequence_ids: torch.Tensor) -> torch.Tensor:
+    """(R, W) bool: the first position of each sequence of a packed batch."""
     previous = torch.nn.functional.pad(sequence_ids[:, :-1], (1, 0), value=-1)
-    starts = real & (sequence_ids != previous)  # (R, W)
-    pooled = hidden.new_zeros(int(sequence_ids.max()) + 1, hidden.shape[-1])
+    return (sequence_ids >= 0) & (sequence_ids != previous)
+
+
+def segment_first(hidden: torch.Tensor, sequence_ids: torch.Tensor, count: int) -> torch.Tensor:
+    """The first token of each of the ``count`` sequences of a packed batch -> (N, D) (zeros
+    for an empty sequence)."""
+    starts = sequence_starts(sequence_ids)  # (R, W)
+    pooled = hidden.new_zeros(count, hidden.shape[-1])
     pooled[sequence_ids[starts]] = hidden[starts]
     return pooled
+
+
+def check_packed_positions(
+    position_ids: torch.Tensor, sequence_ids: torch.Tensor, offset: int
+) -> None:
+    """Raise unless every sequence of a packed batch starts at position ``offset``, the first
+    position the model counts from: with another ``PackingCollator(position_offset=...)``
+    every position is shifted, and the logits are silently those of other positions."""
+    first = position_ids[sequence_starts(sequence_ids)]
+    if first.numel() and bool((first != offset).any()):
+        found = int(first[first != offset][0])
+        raise TextBatchError(
+            f"a packed sequence starts at position {found}, but this model counts positions "
+            f"from {offset}; pack with PackingCollator(position_offset={offset})."
+        )
 
 
 def classification_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
@@ -209,7 +242,8 @@ class TextClassifier(nn.Module):
         ``PackingCollator`` (``sequence_ids``, ``position_ids``): one row of logits per
         sequence either way."""
         if sequence_ids is not None:
-            return self._forward_packed(input_ids, position_ids, sequence_ids, labels)
+            count = sequence_count(sequence_ids, unused)
+            return self._forward_packed(input_ids, position_ids, sequence_ids, labels, count)
         if attention_mask is None:
             attention_mask = (input_ids != self.config["pad_token_id"]).long()
         hidden = self.embed(input_ids)  # (B, T, D)
@@ -229,11 +263,13 @@ class TextClassifier(nn.Module):
         position_ids: torch.Tensor | None,
         sequence_ids: torch.Tensor,
         labels: torch.Tensor | None,
+        count: int,
     ) -> SequenceClassifierOutput:
         hidden = self.embed(input_ids)  # (R, W, D)
         if self.encoder is not None:
             if position_ids is None:
                 raise TextBatchError("a packed batch needs position_ids; use PackingCollator.")
+            check_packed_positions(position_ids, sequence_ids, 0)
             # Block-diagonal attention: True marks what a token may NOT attend to.
             blocked = ~block_diagonal_mask(sequence_ids).squeeze(1)  # (R, W, W)
             heads = self.config["num_heads"]
@@ -241,7 +277,7 @@ class TextClassifier(nn.Module):
                 hidden + self.position(self._check_positions(position_ids)),
                 mask=blocked.repeat_interleave(heads, dim=0),  # (R * heads, W, W)
             )
-        pooled = segment_mean(hidden, sequence_ids)  # (N, D)
+        pooled = segment_mean(hidden, sequence_ids, count)  # (N, D)
         logits = self.head(self.dropout(pooled))  # (N, num_labels)
         return SequenceClassifierOutput(loss=classification_loss(logits, labels), logits=logits)
 
@@ -366,11 +402,13 @@ class BackboneClassifier(nn.Module):
                     "a packed batch needs position_ids and a block-diagonal (rows, 1, width, "
                     "width) attention_mask, or none; pack with PackingCollator."
                 )
-            if int(position_ids[sequence_ids >= 0].min()) < self.position_offset:
-                raise TextBatchError(
-                    f"this model counts positions from {self.position_offset}; pack with "
-                    f"PackingCollator(position_offset={self.position_offset})."
-                )
+            check_packed_positions(position_ids, sequence_ids, self.position_offset)
+            # additive, in the backbone's dtype: eager attention adds a bool mask (1 or 0)
+            dtype = next(self.backbone.parameters()).dtype
+            if attention_mask.dtype == torch.bool:
+                attention_mask = additive_mask(attention_mask, dtype)
+            elif attention_mask.dtype != dtype:
+                attention_mask = attention_mask.to(dtype)
         elif attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -384,9 +422,9 @@ class BackboneClassifier(nn.Module):
             inputs["token_type_ids"] = token_type_ids
         hidden = self.backbone(**inputs).last_hidden_state  # (B, T, H)
         if packed and self.config["pooling"] == "cls":
-            pooled = segment_first(hidden, sequence_ids)  # (N, H)
+            pooled = segment_first(hidden, sequence_ids, sequence_count(sequence_ids, unused))
         elif packed:
-            pooled = segment_mean(hidden, sequence_ids)  # (N, H)
+            pooled = segment_mean(hidden, sequence_ids, sequence_count(sequence_ids, unused))
         elif self.config["pooling"] == "cls":
             first = attention_mask.long().argmax(dim=1)  # the first real token of each row
             pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), first]
