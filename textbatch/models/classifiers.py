@@ -464,7 +464,7 @@ def _load_backbone(path: Path) -> nn.Module:
         if "add_pooling_layer" in _init_arguments(AutoModel, config):
             options["add_pooling_layer"] = False  # we pool ourselves; unused weights upset DDP
         with _quiet_transformers():  # it would report the pooler we leave out on purpose
-            return AutoModel.from_pretrained(str(path), **options)
+            model, info = AutoModel.from_pretrained(str(path), output_loading_info=True, **options)
     except Exception as error:  # OSError, UnpicklingError, safetensors' and torch's own errors
         weights = sorted(p.name for p in path.glob("*.safetensors")) or sorted(
             p.name for p in path.glob("*.bin")
@@ -475,6 +475,40 @@ def _load_backbone(path: Path) -> nn.Module:
             f"check that its files ({', '.join(['config.json', *weights])}) are complete and "
             "not damaged, or save the model there again with save_pretrained."
         ) from error
+    _check_loaded_weights(model, info, path)
+    return model
+
+
+def _check_loaded_weights(model: nn.Module, info: dict[str, Any], path: Path) -> None:
+    """Raise when the weights at ``path`` leave some of the encoder's weights random (missing)
+    or hold weights of its own parts that it has no place for (more layers than config.json
+    says): ``transformers`` only logs that, and the encoder would silently be another one.
+    Weights of heads the encoder does not have (a pooler, a language-model head) are fine."""
+    prefix = f"{getattr(model, 'base_model_prefix', '')}."
+    parts = {name for name, _ in model.named_children()}
+
+    def own(key: str) -> bool:
+        key = key[len(prefix) :] if key.startswith(prefix) else key
+        return key.split(".")[0] in parts
+
+    missing = sorted(info.get("missing_keys") or ())
+    unused = sorted(key for key in info.get("unexpected_keys") or () if own(key))
+    mismatched = sorted(str(key) for key in info.get("mismatched_keys") or ())
+    problems = [
+        f"{len(keys)} {what} (e.g. {keys[0]})"
+        for keys, what in (
+            (missing, "weights it needs are not in the files and would be random"),
+            (unused, "weights of its own layers have no place in it"),
+            (mismatched, "weights have another shape than it expects"),
+        )
+        if keys
+    ]
+    if problems:
+        raise TextBatchError(
+            f"the weights in {str(path)!r} do not match its config.json: "
+            f"{'; '.join(problems)}. Check that config.json (e.g. num_hidden_layers) belongs to "
+            "these weights, or save the model there again with save_pretrained."
+        )
 
 
 class _quiet_transformers:
