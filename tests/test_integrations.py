@@ -18,7 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import textbatch
-from textbatch import BucketBatchSampler, PaddingCollator, TextBatchError, TextDataset
+from textbatch import (
+    BucketBatchSampler,
+    PaddingCollator,
+    TextBatchError,
+    TextClassifier,
+    TextDataset,
+)
 from textbatch.hf import BucketTrainer, bucket_sampler_for, token_lengths
 from textbatch.hf.steps import split_to
 
@@ -230,6 +236,61 @@ def test_bucket_trainer_with_a_plain_dataset_and_a_token_budget(
     assert padded < 1.25 * 3 * token_lengths(train).sum()
 
 
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("accumulate", [2, 3])
+@pytest.mark.parametrize("kind", ["bert", "textbatch"])
+def test_bucket_trainer_weighs_every_sequence_the_same_in_a_step(
+    tokenizer, corpus_records, tiny_bert_dir, tmp_path, kind, accumulate
+):
+    """One SGD step (lr 1) moves the weights by the gradient of the mean loss over the step's
+    sequences, whatever the accumulation and the batches' sizes under a token budget.
+    transformers' sequence classifiers take **kwargs but do not use num_items_in_batch, so
+    Trainer neither divided by the accumulation steps nor weighed by sequences: each update
+    was 2x or 3x the gradient. TextClassifier could not be trained by Trainer at all (its
+    config, a dict, took no use_cache)."""
+    from transformers import BertForSequenceClassification
+
+    train = TextDataset.from_records(corpus_records[:120], tokenizer, max_length=64)
+
+    def build():
+        torch.manual_seed(0)
+        if kind == "bert":
+            return BertForSequenceClassification.from_pretrained(
+                tiny_bert_dir, num_labels=train.num_labels, hidden_dropout_prob=0.0,
+                attention_probs_dropout_prob=0.0,
+            )  # fmt: skip
+        return TextClassifier(len(tokenizer), train.num_labels, dim=32, dropout=0.0)
+
+    model = build()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    collate = PaddingCollator.from_tokenizer(tokenizer)
+    batches = []
+
+    def recording(features):
+        batches.append(features)
+        return collate(features)
+
+    args = training_args(
+        tmp_path, gradient_accumulation_steps=accumulate, max_steps=1, learning_rate=1.0,
+        optim="sgd", weight_decay=0.0, max_grad_norm=0.0, lr_scheduler_type="constant",
+    )  # fmt: skip
+    trainer = BucketTrainer(
+        model=model, args=args, train_dataset=train, data_collator=recording, max_tokens=384
+    )
+    trainer.train()
+    step = batches[:accumulate]
+    assert len({len(batch) for batch in step}) > 1  # the budget made batches of other sizes
+    reference = build().train()
+    reference(**collate([f for batch in step for f in batch])).loss.backward()
+    for name, weight in model.named_parameters():
+        if reference.get_parameter(name).grad is not None:
+            torch.testing.assert_close(
+                before[name] - weight.detach(), reference.get_parameter(name).grad,
+                atol=1e-5, rtol=1e-4,
+            )  # fmt: skip
+    assert np.isfinite(trainer.evaluate(train)["eval_loss"])
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.integers(1, 60), min_size=2, max_size=60), st.integers(1, 4), st.data())
 def test_split_to_keeps_every_example_once(lengths, batch_size, data):
@@ -356,6 +417,40 @@ def test_bucket_trainer_under_torchrun(data, tokenizer, tiny_bert_dir, tmp_path)
         assert seen == Counter(ranks[0]["all_examples"])
         assert all(len(r["epochs"][epoch]) == steps for r in ranks)
     assert ranks[0]["epochs"][0] != ranks[0]["epochs"][1]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_bucket_trainer_weighs_sequences_over_ranks(tokenizer, tiny_bert_dir, tmp_path):
+    """Two gloo ranks, a token budget and 2 accumulated batches per rank: the step's update is
+    the gradient of the mean loss over all four batches' sequences (num_items_in_batch counts
+    them over the ranks, and DDP's average over ranks is undone)."""
+    from transformers import BertForSequenceClassification
+
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TEXTBATCH_CACHE": str(tmp_path / "cache")}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        str(HERE / "hf_trainer_step_worker.py"), str(tmp_path / "tokenizer"),
+        str(tiny_bert_dir), str(tmp_path),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=500)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert all(r["world_size"] == 2 for r in ranks)
+    features = [f for r in ranks for batch in r["batches"] for f in batch]
+    sizes = [len(batch) for r in ranks for batch in r["batches"]]
+    assert len(set(sizes)) > 1, sizes  # batches of other sizes: a mean of means would differ
+    torch.manual_seed(0)
+    reference = BertForSequenceClassification.from_pretrained(
+        tiny_bert_dir, num_labels=8, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0
+    )
+    reference.train()
+    reference(**PaddingCollator.from_tokenizer(tokenizer)(features)).loss.backward()
+    for name, change in ranks[0]["change"].items():
+        grad = reference.get_parameter(name).grad
+        if grad is not None:
+            torch.testing.assert_close(torch.tensor(change), grad, atol=1e-5, rtol=1e-4)
 
 
 # ------------------------------------------------------------------ the README recipe

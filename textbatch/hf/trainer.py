@@ -150,6 +150,42 @@ class BucketTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.add_callback(EpochToSampler(lambda: self.train_batches))
 
+    def compute_loss(
+        self,
+        model: torch.nn.Module,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> Any:
+        """The loss of a batch with one label per sequence, weighted so that every sequence
+        weighs the same in an optimizer step: the model's mean over the batch's sequences,
+        times the batch's sequences over ``num_items_in_batch`` (the step's sequences, over
+        every rank with ``average_tokens_across_devices``), as ``Trainer`` expects when it
+        passes that count. A sequence classifier of ``transformers`` (or textbatch) takes
+        ``**kwargs`` but does not use the count, so ``Trainer`` left its loss per batch and
+        did not divide it by the accumulation steps: with ``gradient_accumulation_steps=4``
+        every update was 4x the mean gradient, and under a token budget a sequence's weight
+        depended on its batch's size. Other labels (per token) and ``compute_loss_func`` or
+        label smoothing go to ``Trainer``'s own ``compute_loss``."""
+        labels = inputs.get("labels")
+        per_sequence = (
+            torch.is_tensor(labels)
+            and labels.ndim == 1
+            and num_items_in_batch is not None
+            and self.compute_loss_func is None
+            and self.label_smoother is None
+        )
+        if not per_sequence:
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+        outputs = model(**inputs)
+        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
+        loss = loss * labels.ne(-100).sum() / num_items_in_batch
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            loss = loss * self.accelerator.num_processes  # DDP averages the ranks' gradients
+        return (loss, outputs) if return_outputs else loss
+
     def get_train_dataloader(self) -> DataLoader:
         """The training ``DataLoader``: ``Trainer``'s column handling and worker settings, with
         a ``BucketBatchSampler`` for its batches, not passed through ``accelerator.prepare``."""

@@ -32,6 +32,11 @@ def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1.0)  # (B, D)
 
 
+class ModelConfig(dict):
+    """A model's options, saved as JSON with its weights. A dict, whose attributes are not
+    saved: Hugging Face ``Trainer`` sets ``model.config.use_cache`` on any model it trains."""
+
+
 def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     """Position of each token counted over real tokens only, so left padding changes nothing."""
     return (mask.long().cumsum(1) - 1).clamp(min=0)  # (B, T)
@@ -194,18 +199,20 @@ class TextClassifier(nn.Module):
         if encoder == "transformer" and dim % num_heads:
             raise TextBatchError(f"dim={dim} must be a multiple of num_heads={num_heads}.")
         check_label_names(num_labels, label_names)
-        self.config = {
-            "vocab_size": vocab_size,
-            "num_labels": num_labels,
-            "dim": dim,
-            "encoder": encoder,
-            "num_layers": num_layers,
-            "num_heads": num_heads,
-            "max_length": max_length,
-            "dropout": dropout,
-            "pad_token_id": pad_token_id,
-            "label_names": label_names,
-        }
+        self.config = ModelConfig(
+            {
+                "vocab_size": vocab_size,
+                "num_labels": num_labels,
+                "dim": dim,
+                "encoder": encoder,
+                "num_layers": num_layers,
+                "num_heads": num_heads,
+                "max_length": max_length,
+                "dropout": dropout,
+                "pad_token_id": pad_token_id,
+                "label_names": label_names,
+            }
+        )
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
         self.encoder: nn.TransformerEncoder | None = None
         if encoder == "transformer":
@@ -331,13 +338,15 @@ class BackboneClassifier(nn.Module):
             raise TextBatchError(f"num_labels={num_labels!r} must be a positive int.")
         check_label_names(num_labels, label_names)
         self.backbone = backbone
-        self.config = {
-            "num_labels": num_labels,
-            "pooling": pooling,
-            "dropout": dropout,
-            "label_names": label_names,
-            "max_length": max_length,  # tokens the training data was truncated to (predict's)
-        }
+        self.config = ModelConfig(
+            {
+                "num_labels": num_labels,
+                "pooling": pooling,
+                "dropout": dropout,
+                "label_names": label_names,
+                "max_length": max_length,  # tokens the training data was truncated to (predict's)
+            }
+        )
         hidden = backbone.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_labels)
