@@ -95,6 +95,28 @@ def test_train_resumes(files, tmp_path, capsys):
     assert code == 0 and "resuming from" in out
 
 
+def test_a_resume_with_no_checkpoint_makes_its_own_tokenizer(files, tmp_path, capsys):
+    """A --resume that finds no checkpoint starts over: it reused the tokenizer/ that a failed
+    (or killed) attempt left, trained on other data or replaced by --tokenizer, and predict
+    then read the ids with it (accuracy 0.155 against 0.925 in a user's run)."""
+    other = tmp_path / "other.jsonl"
+    records = [json.loads(line) for line in files[0].read_text().splitlines()]
+    other.write_text(  # other words: another vocabulary
+        "".join(json.dumps({**r, "text": r["text"].replace("e", "q")}) + "\n" for r in records)
+    )
+    unknown = tmp_path / "unknown.jsonl"  # a label never seen in training: the attempt fails
+    unknown.write_text(json.dumps({"text": "a new kind of text", "label": "weather"}) + "\n")
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--resume", "--data", other, "--eval-data", unknown,
+                       "--out", out, "--no-progress")  # fmt: skip
+    assert code == 2 and (out / "tokenizer").is_dir(), err  # left by the failed attempt
+    args = ["train", "--data", files[0], "--epochs", 1, "--no-progress"]
+    assert run(capsys, *args, "--resume", "--out", out)[0] == 0
+    assert run(capsys, *args, "--out", tmp_path / "fresh")[0] == 0
+    for name in ("tokenizer/tokenizer.json", "metrics.json"):
+        assert (out / name).read_text() == (tmp_path / "fresh" / name).read_text(), name
+
+
 def test_demo_end_to_end(capsys):
     code, out, err = run(capsys, "demo", "--size", 800, "--no-progress", "--max-length", 64)
     assert code == 0, err

@@ -97,12 +97,15 @@ def train_classifier(config: TrainConfig) -> dict[str, float]:
 
 def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> dict[str, float]:
     """:func:`train_classifier` once the output directory is checked."""
-    tok = _run_tokenizer(config, out, main)
+    # Only a checkpoint makes a resume: before the first one, --resume starts over, and
+    # whatever an earlier attempt left in --out (its tokenizer) is made anew.
+    resuming = config.resume and bool(checkpoint_folders(out / "checkpoints"))
+    tok = _run_tokenizer(config, out, main, resuming)
     max_length = _run_max_length(config, tok, main)
     train, evaluation = _run_datasets(config, tok, main, max_length)
     names = train.label_names
     if main:  # what predict needs besides the weights, before the first checkpoint
-        _save_tokenizer(tok, out, replace=not config.resume)
+        _save_tokenizer(tok, out, replace=not resuming)
         write_json(out / "labels.json", names)
     torch.manual_seed(config.seed)
     classifier = _run_classifier(config, tok, names, max_length)
@@ -294,17 +297,19 @@ def _remove_train_outputs(out: Path) -> None:
                 entry.unlink()
 
 
-def _run_tokenizer(config: TrainConfig, out: Path, main: bool) -> Any:
-    """The tokenizer: given, the backbone's own, the one saved by an interrupted run, or trained
-    here (by rank 0, then shared through the output directory). It is saved at the start, so
-    that an interrupted run can resume with it."""
+def _run_tokenizer(config: TrainConfig, out: Path, main: bool, resuming: bool) -> Any:
+    """The tokenizer: given, the backbone's own, the one saved by the run that wrote the
+    checkpoints ``resuming`` goes on from, or trained here (by rank 0, then shared through the
+    output directory). It is saved at the start, so that an interrupted run can resume with
+    it; a tokenizer/ left by an attempt that wrote no checkpoint is not reused (it came from
+    what that attempt was given, which may not be what this run is)."""
     if config.tokenizer is not None:
         return load_tokenizer(config.tokenizer)
     if config.backbone:
         return load_tokenizer(config.model)
-    if config.resume and (out / "tokenizer").is_dir():
+    if resuming and (out / "tokenizer").is_dir():
         return load_tokenizer(out / "tokenizer")
-    if config.resume and checkpoint_folders(out / "checkpoints"):
+    if resuming:
         raise TextBatchError(
             f"cannot resume in {str(out)!r}: it holds checkpoints but no tokenizer/, which the "
             "run's token ids came from. Restore it, or pass the run's --tokenizer."
