@@ -316,6 +316,16 @@ def test_no_progress_silences_every_bar(files, tmp_path, capsys, monkeypatch):
         datasets.enable_progress_bars()
 
 
+def test_no_progress_silences_the_bars_of_a_backbone_too(files, tmp_path, capsys, tiny_bert_dir):
+    """transformers' "Writing model shards" bar showed through --no-progress."""
+    small = tmp_path / "small.jsonl"
+    small.write_text("".join(files[0].read_text().splitlines(keepends=True)[:120]))
+    args = ["train", "--data", small, "--out", tmp_path / "run", "--epochs", 1, "--no-progress"]
+    code, _, err = run(capsys, *args, "--model", tiny_bert_dir, "--max-length", 32)
+    assert code == 0, err
+    assert "Writing" not in err and "Loading" not in err and "it/s" not in err, err
+
+
 def test_model_pointing_at_a_data_folder_says_it_is_not_a_model(files, tmp_path, capsys):
     code, _, err = run(capsys, "train", "--data", files[0], "--out", tmp_path / "run",
                        "--model", files[0].parent)  # fmt: skip

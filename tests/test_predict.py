@@ -354,3 +354,17 @@ def test_a_killed_runs_temporary_output_is_removed_by_the_next(model_dir, many_r
     os.utime(stale, (0, 0))  # untouched for long: its writer is gone
     assert run(capsys, "predict", "--model", model_dir, "--data", many_rows, "--out", out)[0] == 0
     assert not stale.exists() and live.exists()  # a file written to lately may have a writer
+
+
+def test_an_example_over_max_tokens_is_named_by_its_row(model_dir, tmp_path, capsys):
+    """The sampler's error numbered the example among the chunk's rows with text ("example 1"
+    for row 3 after two rows without text)."""
+    data = tmp_path / "data.jsonl"
+    rows = [{"text": ""}, {"text": " "}, {"text": "a short one"}, {"text": "word " * 60}]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "p.csv"
+    code, _, err = run(
+        capsys, "predict", "--model", model_dir, "--data", data, "--out", out, "--max-tokens", 20
+    )
+    assert code == 2 and not out.exists()
+    assert "error: row 3 has 122 tokens, more than --max-tokens 20 (1 of rows 0 to 3" in err

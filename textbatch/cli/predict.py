@@ -235,10 +235,25 @@ class _ChunkPredictor:
         if len(best):
             keep = np.flatnonzero(~bad)
             dataset = self._tokenize(chunk if len(keep) == len(chunk) else chunk.select(keep))
+            self._check_budget(dataset.lengths, keep, start, len(chunk))
             best, probability = predict_rows(
                 self.model, dataset, self.collate, self.batch_size, self.max_tokens, self.device
             )
         return prediction_rows(start, bad, names, best, probability, reasons), reasons
+
+    def _check_budget(self, lengths: np.ndarray, keep: np.ndarray, start: int, rows: int) -> None:
+        """Raise, naming the file's row, when an example is longer than ``--max-tokens``: the
+        sampler's own error numbered it among the chunk's rows with text."""
+        if self.max_tokens is None:
+            return
+        over = np.flatnonzero(lengths > self.max_tokens)
+        if len(over):
+            raise TextBatchError(
+                f"row {start + int(keep[over[0]])} has {int(lengths[over[0]])} tokens, more "
+                f"than --max-tokens {self.max_tokens} ({len(over)} of rows {start} to "
+                f"{start + rows - 1} have more). Raise --max-tokens to at least the longest "
+                "example."
+            )
 
     def _tokenize(self, chunk: Any) -> TextDataset:
         with _quiet_datasets():  # one progress bar for the whole file instead

@@ -447,7 +447,8 @@ class BackboneClassifier(nn.Module):
         weights and the configuration."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.backbone.save_pretrained(directory / "backbone", safe_serialization=True)
+        with _quiet_transformers(logger=False):  # no "Writing model shards" bar
+            self.backbone.save_pretrained(directory / "backbone", safe_serialization=True)
         _save_weights(self.head_module(), directory)
         write_json(directory / CONFIG_FILE, {"type": "BackboneClassifier", **self.config})
         return directory
@@ -521,14 +522,19 @@ def _check_loaded_weights(model: nn.Module, info: dict[str, Any], path: Path) ->
 
 
 class _quiet_transformers:
-    """Only errors from ``transformers``' logger, and no "Loading weights" bar, while loading."""
+    """No progress bar of ``transformers`` ("Loading weights", "Writing model shards"), and
+    with ``logger``, only errors from its logger."""
+
+    def __init__(self, logger: bool = True) -> None:
+        self._quiet_logger = logger
 
     def __enter__(self) -> None:
         from transformers.utils import logging
 
         self._level = logging.get_verbosity()
         self._bars = logging.is_progress_bar_enabled()
-        logging.set_verbosity_error()
+        if self._quiet_logger:
+            logging.set_verbosity_error()
         logging.disable_progress_bar()
 
     def __exit__(self, *exc: object) -> None:
