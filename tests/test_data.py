@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import datasets
 import numpy as np
@@ -521,6 +522,12 @@ MALFORMED = [
          r"line 3 of .* holds more than one JSON object"),
         ("joined.tsv", 'text\tlabel\n"meh, not for me\tneg\nfine film\tpos\n"bad" film\tneg\n',
          r"row 0 of .*, column 'text', holds tabs and 2 line breaks"),
+        # The check went by the suffix ".jsonl" alone: upper case, and .json files written as
+        # JSON Lines (Dataset.to_json, pandas' lines=True), were read as two rows.
+        ("upper.JSONL", '{"text": "a", "label": "x"}\n{"text": "b", "label": "y"} {"text": "c"}\n',
+         r"line 2 of .* holds more than one JSON object"),
+        ("lines.json", '{"text": "a", "label": "x"}\n{"text": "b", "label": "y"} {"text": "c"}\n',
+         r"line 2 of .* holds more than one JSON object"),
 ]  # fmt: skip
 
 
@@ -536,7 +543,8 @@ def test_a_malformed_delimited_file_is_an_error_not_other_rows(tokenizer, tmp_pa
 
 
 @pytest.mark.parametrize(
-    ("name", "content", "message"), [case for case in MALFORMED if case[0].endswith("sv")]
+    ("name", "content", "message"),
+    [case for case in MALFORMED if not case[0].endswith(("twice.csv", "unclosed.csv"))],
 )
 def test_a_malformed_delimited_file_is_an_error_when_streamed_too(tokenizer, tmp_path, name,
                                                                    content, message):  # fmt: skip
@@ -627,6 +635,48 @@ def test_one_number_among_jsonl_texts_is_that_row_alone(tokenizer, tmp_path):
         ds = TextDataset.from_file(path, tokenizer, drop_invalid=True)
     kept = [r["text"] for r in rows if isinstance(r["text"], str)]
     assert [ds[i]["input_ids"] for i in range(len(ds))] == [tokenizer(t)["input_ids"] for t in kept]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_texts_that_are_json_themselves_are_read_as_written(tokenizer, tmp_path, suffix):
+    """Beside one number, datasets keeps a text that is itself JSON as that JSON: "123" came
+    back as 123, "null" as None, '"great"' as great, so rows with text were dropped as
+    non-strings or missing, or trained on other text."""
+    texts = ['"Great" movie', '"great"', "null", "123", "true", "[1, 2]", "a review"]
+    rows = [{"text": 42, "label": "a"}] + [{"text": t, "label": "ab"[i % 2]} for i, t in
+                                            enumerate(texts)]  # fmt: skip
+    path = tmp_path / f"json_texts{suffix}"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(TextBatchError) as refused:
+        TextDataset.from_file(path, tokenizer)
+    if "JSON parse error" in str(refused.value):  # datasets < 5 cannot read such a file
+        return
+    assert "row 0, column 'text' is int 42" in str(refused.value)
+    with pytest.warns(TextBatchWarning, match="dropped 1 of 8"):
+        ds = TextDataset.from_file(path, tokenizer, drop_invalid=True)
+    expected = [tokenizer(t)["input_ids"] for t in texts]
+    assert [ds[i]["input_ids"] for i in range(len(ds))] == expected
+    again = TextDataset.from_file(path, tokenizer, drop_invalid=True)  # from the cache
+    assert again.from_cache and [again[i]["input_ids"] for i in range(len(ds))] == expected
+    streamed = StreamingTextDataset.from_file(
+        path, tokenizer, label_names=["a", "b"], drop_invalid=True
+    )
+    assert [e["input_ids"] for e in streamed] == expected
+
+
+def test_a_json_text_column_alone_with_a_number_drops_that_row(tokenizer, tmp_path):
+    """The only column: replacing it (remove, then add) failed, and flatten_indices wrote a
+    file into the Arrow copy's folder that every later read took for damage."""
+    path = tmp_path / "alone.jsonl"
+    path.write_text('{"text": "a review"}\n{"text": 42}\n{"text": "another"}\n')
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TextBatchWarning)  # no "damaged" warning either
+        for _ in range(2):
+            with pytest.warns(TextBatchWarning, match="dropped 1 of 3"):
+                ds = TextDataset.from_file(path, tokenizer, drop_invalid=True)
+            assert [ds[i]["input_ids"] for i in range(2)] == [
+                tokenizer(t)["input_ids"] for t in ("a review", "another")
+            ]
 
 
 def test_a_dataset_with_a_format_transform_is_refused(tokenizer):

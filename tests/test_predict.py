@@ -368,3 +368,13 @@ def test_an_example_over_max_tokens_is_named_by_its_row(model_dir, tmp_path, cap
     )
     assert code == 2 and not out.exists()
     assert "error: row 3 has 122 tokens, more than --max-tokens 20 (1 of rows 0 to 3" in err
+
+
+def test_texts_that_are_json_themselves_are_predicted(model_dir, tmp_path, capsys):
+    """Beside one number, "123" and "null" were read back as 123 and None: no prediction."""
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"text": 42}\n{"text": "123"}\n{"text": "null"}\n{"text": "\\"great\\""}\n')
+    out = tmp_path / "p.jsonl"
+    code, _, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out", out)
+    assert code == 0, err
+    assert [r["reason"] for r in read_jsonl(out)] == ["text is not a string", None, None, None]

@@ -47,7 +47,7 @@ def is_text_type(arrow_type: Any) -> bool:
     return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
 
 
-def _is_json(arrow_type: Any) -> bool:
+def is_json_type(arrow_type: Any) -> bool:
     """A column ``datasets`` (5 and later) reads as JSON values: a jsonl column whose values
     are of several kinds (strings and a number)."""
     return getattr(arrow_type, "extension_name", None) == "arrow.json"
@@ -105,7 +105,7 @@ def as_strings(values: Any) -> tuple[Any, np.ndarray]:
 
     if is_text_type(values.type):
         return values, np.zeros(len(values), dtype=bool)
-    if _is_json(values.type):
+    if is_json_type(values.type):
         decoded = list(_json_values(values))
         strings = pa.array([v if isinstance(v, str) else None for v in decoded], pa.string())
         return strings, np.array([v is not None and not isinstance(v, str) for v in decoded])
@@ -118,18 +118,35 @@ def plain_text_columns(hf_dataset: Any, columns: Sequence[str]) -> Any:
     strings, for the tokenizer; call it once every row's text is a string."""
     import pyarrow as pa
 
-    json_columns = [name for name in columns if _is_json(_column(hf_dataset, name).type)]
+    json_columns = [name for name in columns if is_json_type(_column(hf_dataset, name).type)]
     if not json_columns:
         return hf_dataset
-    hf_dataset = hf_dataset.flatten_indices()
-    for name in json_columns:
-        chunks = [as_strings(chunk)[0] for chunk in _column(hf_dataset, name).chunks]
-        strings = pa.chunked_array(chunks, pa.string())
-        position = hf_dataset.column_names.index(name)
-        hf_dataset = hf_dataset.remove_columns(name).add_column(name, strings)
-        order = [*hf_dataset.column_names[:position], name, *hf_dataset.column_names[position:-1]]
-        hf_dataset = hf_dataset.select_columns(order)
-    return hf_dataset
+    return replace_columns(
+        hf_dataset,
+        {
+            name: pa.chunked_array(
+                [as_strings(chunk)[0] for chunk in _column(hf_dataset, name).chunks], pa.string()
+            )
+            for name in json_columns
+        },
+    )
+
+
+def replace_columns(hf_dataset: Any, new: dict[str, Any]) -> Any:
+    """``hf_dataset`` (its rows as it presents them) with the columns named in ``new`` replaced,
+    in their places, as a dataset in memory: ``remove_columns`` then ``add_column`` failed on
+    a dataset of one column, and ``flatten_indices`` wrote a cache file into the folder of a
+    file's Arrow copy, whose checksum check then took it for damaged."""
+    import datasets
+    from datasets.table import InMemoryTable
+
+    table = hf_dataset.with_format("arrow")[:]  # the presented rows, indices applied
+    features = hf_dataset.features.copy()
+    for name, column in new.items():
+        position = table.column_names.index(name)
+        table = table.set_column(position, name, column)
+        features[name] = datasets.Features.from_arrow_schema(table.select([name]).schema)[name]
+    return datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=features))
 
 
 def _take(column: Any, rows: np.ndarray) -> Any:
@@ -190,7 +207,7 @@ class LabelSpec:
 def _mixed_json(column: Any) -> str:
     """For a column that ``datasets`` read as JSON values of mixed kinds (a jsonl whose labels
     are ints on some rows and strings on others), which kinds and where each first occurs."""
-    if not _is_json(column.type):
+    if not is_json_type(column.type):
         return ""
     first: dict[str, tuple[int, Any]] = {}
     for row, value in enumerate(_json_values(column)):

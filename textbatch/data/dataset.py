@@ -38,7 +38,10 @@ from textbatch.data.delimited import (
     as_text,
     check_one_object_per_line,
     check_tsv_cells,
+    checked_json_stream,
     checked_stream,
+    exact_json_columns,
+    is_json_lines,
     parse_error,
     strict_rows,
 )
@@ -575,6 +578,8 @@ def _read_file(
         if streaming:
             if builder == "csv":
                 return checked_stream(path, as_text(path, options, str(path)), str(path)), None
+            if builder == "json" and is_json_lines(path):
+                return checked_json_stream(path, str(path)), None
             stream = datasets.load_dataset(
                 builder, data_files=str(path), split="train", streaming=True, **options
             )
@@ -685,7 +690,7 @@ def _load_checked(
     else:
         loader.download_and_prepare()
     tsv = options.get("sep") == TSV_OPTIONS["sep"]
-    jsonl = builder == "json" and Path(shown).suffix == ".jsonl"
+    jsonl = builder == "json" and is_json_lines(path)  # .jsonl, .JSONL, or .json so written
     if fresh and (tsv or jsonl):  # rows the reader built wrongly (see delimited.py)
         try:
             table = loader.as_dataset(split="train")
@@ -696,6 +701,10 @@ def _load_checked(
         except TextBatchError:
             shutil.rmtree(prepared, ignore_errors=True)  # the next read raises again
             raise
+    if fresh and builder == "json":  # values of several kinds in a column: read them exactly
+        split = loader.info.splits["train"]
+        files = [prepared / Path(name).name for name in _split_files(loader, split)]
+        exact_json_columns(files, path, lines=jsonl)
     if fresh:
         for arrow_file in prepared.glob("*.arrow"):
             write_checksum(arrow_file)

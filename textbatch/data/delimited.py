@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from textbatch.data.columns import is_text_type
+from textbatch.data.columns import is_json_type, is_text_type
 from textbatch.errors import TextBatchError, causes
 
 # Cells such as "NA", "None", "null" or "nan" are text, not missing values (pandas' default);
@@ -156,6 +157,103 @@ def _checked_rows(path: str, options: dict[str, Any], shown: str) -> Iterator[di
         rows.close()  # the file, also when the loop stops early or raised
 
 
+def is_json_lines(path: Path) -> bool:
+    """Whether the json file ``path`` (UTF-8) is JSON Lines, one object per line, as ``.jsonl``
+    files are and as ``Dataset.to_json`` and pandas' ``lines=True`` write ``.json`` files: its
+    first character after white space (and a byte-order mark) is ``{``, not ``[``."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        while chunk := handle.read(1 << 16):
+            stripped = chunk.lstrip()
+            if stripped:
+                return stripped[0] == "{"
+    return False
+
+
+def json_column(path: Path, name: str, lines: bool) -> list[Any]:
+    """The values of column ``name`` of every row of the json file ``path`` (None where a row
+    lacks it), as Python's ``json`` reads them: ``datasets`` reads a column whose values are of
+    several kinds as JSON values, and keeps a string that is itself JSON (``"123"``, ``"null"``,
+    a quoted ``"great"``) as that JSON, so that ``"123"`` came back as 123 and ``"null"`` as
+    None."""
+    with open(path, encoding="utf-8-sig") as handle:
+        if lines:
+            rows = (json.loads(line) for line in handle if line.strip())
+            return [row.get(name) if isinstance(row, dict) else None for row in rows]
+        data = json.load(handle)
+    rows = data if isinstance(data, list) else []
+    return [row.get(name) if isinstance(row, dict) else None for row in rows]
+
+
+def exact_json_columns(files: list[Path], path: Path, lines: bool) -> None:
+    """Rewrite the JSON-typed columns of the Arrow copy ``files`` (in row order) of the json
+    file ``path`` with each value as Python's ``json`` reads it (see :func:`json_column`), so
+    that every reader of the copy decodes them exactly. A file without such a column is left
+    as it is."""
+    import pyarrow as pa
+
+    values: dict[str, list[Any]] = {}
+    start = 0
+    for file in files:
+        with pa.memory_map(str(file)) as source:
+            table = pa.ipc.open_stream(source).read_all()
+        fields = [field for field in table.schema if is_json_type(field.type)]
+        if not fields:
+            return
+        for field in fields:
+            if field.name not in values:
+                values[field.name] = json_column(path, field.name, lines)
+            rows = values[field.name][start : start + table.num_rows]
+            storage = pa.array(
+                [None if v is None else json.dumps(v, ensure_ascii=False) for v in rows],
+                field.type.storage_type,
+            )
+            column = pa.ExtensionArray.from_storage(field.type, storage)
+            table = table.set_column(table.schema.get_field_index(field.name), field, column)
+        start += table.num_rows
+        temporary = file.with_name(f".{file.name}.exact")
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
+            out.write_table(table)
+        os.replace(temporary, file)
+
+
+def checked_json_stream(path: Path, shown: str) -> Any:
+    """A ``datasets.IterableDataset`` of the rows of the JSON Lines file ``path`` as Python's
+    ``json`` reads them, one per line: a line with two objects or no JSON is an error naming it
+    (``datasets`` read such a line as two rows, or raised from inside the loop), and a column
+    of values of several kinds keeps each value as written (``datasets`` read a text ``"123"``
+    as the number 123 there)."""
+    import datasets
+
+    return datasets.IterableDataset.from_generator(
+        _json_rows, gen_kwargs={"path": str(path), "shown": shown}
+    )
+
+
+def _json_rows(path: str, shown: str) -> Iterator[dict[str, Any]]:
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8-sig") as handle:
+        for number, line in enumerate(handle, start=1):
+            text = line.strip()
+            if not text:
+                continue
+            try:
+                row, end = decoder.raw_decode(text)
+            except ValueError as error:
+                raise TextBatchError(f"line {number} of {shown!r} is not JSON: {error}") from None
+            if text[end:].strip():
+                raise TextBatchError(
+                    f"line {number} of {shown!r} holds more than one JSON object "
+                    f"({text[:60]!r}{'...' if len(text) > 60 else ''}); a JSON Lines file holds "
+                    "one object per line: put each on a line of its own."
+                )
+            if not isinstance(row, dict):
+                raise TextBatchError(
+                    f"line {number} of {shown!r} holds a {type(row).__name__}, not an object "
+                    '({"text": ..., "label": ...}); write one object per line.'
+                )
+            yield row
+
+
 def check_one_object_per_line(path: Path, rows: int, shown: str) -> None:
     """Raise when a jsonl file has more rows than lines with something on them: a line that
     holds two JSON objects is read as two rows, and every later row's number would no longer
@@ -175,10 +273,10 @@ def check_one_object_per_line(path: Path, rows: int, shown: str) -> None:
             if text[end:].strip():
                 raise TextBatchError(
                     f"line {number} of {shown!r} holds more than one JSON object "
-                    f"({text[:60]!r}{'...' if len(text) > 60 else ''}); a .jsonl file holds one "
-                    "object per line: put each on a line of its own."
+                    f"({text[:60]!r}{'...' if len(text) > 60 else ''}); a JSON Lines file "
+                    "holds one object per line: put each on a line of its own."
                 )
     raise TextBatchError(
-        f"{shown!r} holds {rows} JSON objects on {lines} lines; a .jsonl file holds one object "
+        f"{shown!r} holds {rows} JSON objects on {lines} lines; a JSON Lines file holds one object "
         "per line: put each on a line of its own."
     )
