@@ -664,6 +664,30 @@ def test_texts_that_are_json_themselves_are_read_as_written(tokenizer, tmp_path,
     assert [e["input_ids"] for e in streamed] == expected
 
 
+def test_files_as_pandas_and_recent_pyarrow_write_them(tokenizer, tmp_path):
+    """DataFrame.to_csv writes its index first, under an empty header: the read failed with
+    KeyError 'Field "" does not exist in schema'. A parquet string_view column (pyarrow >= 16)
+    ended in a StopIteration, and in predict in ArrowNotImplementedError."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts, labels = ["a good film", "a bad film", "fine"], ["pos", "neg", "pos"]
+    expected = [tokenizer(t)["input_ids"] for t in texts]
+    indexed = tmp_path / "indexed.csv"
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(indexed)
+    ds = TextDataset.from_file(indexed, tokenizer)
+    assert [ds[i]["input_ids"] for i in range(3)] == expected and ds.label_names == ["neg", "pos"]
+    if not hasattr(pa, "string_view"):
+        return
+    view = tmp_path / "view.parquet"
+    pq.write_table(pa.table({"text": pa.array(texts, pa.string_view()),
+                             "label": pa.array(labels, pa.string_view())}), view)  # fmt: skip
+    ds = TextDataset.from_file(view, tokenizer)
+    assert [ds[i]["input_ids"] for i in range(3)] == expected
+    assert [ds[i]["labels"] for i in range(3)] == [1, 0, 1]
+
+
 def test_a_json_text_column_alone_with_a_number_drops_that_row(tokenizer, tmp_path):
     """The only column: replacing it (remove, then add) failed, and flatten_indices wrote a
     file into the Arrow copy's folder that every later read took for damage."""

@@ -36,15 +36,23 @@ def blank_strings(strings: Any) -> Any:
 
 
 def _column(hf_dataset: Any, name: str) -> Any:
-    """One column as a ``pyarrow.ChunkedArray`` (row order as the dataset presents it)."""
-    return hf_dataset.with_format("arrow")[name]
+    """One column as a ``pyarrow.ChunkedArray`` (row order as the dataset presents it); a
+    ``string_view`` column (a parquet file written by recent pyarrow) as ``string``: not every
+    compute function takes it (``take``, ``index_in``)."""
+    import pyarrow as pa
+
+    column = hf_dataset.with_format("arrow")[name]
+    if getattr(pa.types, "is_string_view", lambda _: False)(column.type):
+        column = column.cast(pa.string())
+    return column
 
 
 def is_text_type(arrow_type: Any) -> bool:
     """Whether an Arrow type holds strings (string or large_string)."""
     import pyarrow as pa
 
-    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    view = getattr(pa.types, "is_string_view", lambda _: False)(arrow_type)  # pyarrow >= 16
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or view
 
 
 def is_json_type(arrow_type: Any) -> bool:

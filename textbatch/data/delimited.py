@@ -52,7 +52,10 @@ def as_text(path: Path, options: dict[str, Any], shown: str) -> dict[str, Any]:
             f"the header of {shown!r} names column {repeated[0]!r} {header.count(repeated[0])} "
             f"times (the header: {header}); give every column its own name."
         )
-    text = datasets.Features({name: datasets.Value("string") for name in header})
+    # pandas names a column without a header (the index that DataFrame.to_csv writes first)
+    # "Unnamed: <position>"; the features must name it the same.
+    names = [name or f"Unnamed: {position}" for position, name in enumerate(header)]
+    text = datasets.Features({name: datasets.Value("string") for name in names})
     return {**options, "features": text}
 
 
