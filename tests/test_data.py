@@ -528,6 +528,9 @@ MALFORMED = [
          r"line 2 of .* holds more than one JSON object"),
         ("lines.json", '{"text": "a", "label": "x"}\n{"text": "b", "label": "y"} {"text": "c"}\n',
          r"line 2 of .* holds more than one JSON object"),
+        # Python's json keeps the last of a key given twice, silently
+        ("twice.jsonl", '{"text": "a", "label": "x"}\n{"text": "b", "text": "c", "label": "y"}\n',
+         r"specified twice in row 1; give each key once|line 2 of .* key 'text' is given twice"),
 ]  # fmt: skip
 
 

@@ -621,6 +621,8 @@ def _json_problem(error: BaseException) -> str | None:
     """pyarrow's words for a json file whose column changes kind (``datasets`` before 5.0 reads
     no such file; later ones read the column as JSON values), from ``error``'s chain."""
     for seen in causes(error):
+        if "JSON parse error" in str(seen) and "specified twice" in str(seen):
+            return f"{seen}; give each key once in an object"
         if "JSON parse error" in str(seen):
             return (
                 f"{seen}; a column's values must all be of one kind: write every text as a "

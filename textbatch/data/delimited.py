@@ -232,8 +232,16 @@ def checked_json_stream(path: Path, shown: str) -> Any:
     )
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    row = dict(pairs)
+    if len(row) < len(pairs):
+        repeated = next(key for key, _ in pairs if sum(k == key for k, _ in pairs) > 1)
+        raise ValueError(f"key {repeated!r} is given twice in one object")
+    return row
+
+
 def _json_rows(path: str, shown: str) -> Iterator[dict[str, Any]]:
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=_unique_keys)  # json keeps the last silently
     with open(path, encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             text = line.strip()
@@ -242,7 +250,9 @@ def _json_rows(path: str, shown: str) -> Iterator[dict[str, Any]]:
             try:
                 row, end = decoder.raw_decode(text)
             except ValueError as error:
-                raise TextBatchError(f"line {number} of {shown!r} is not JSON: {error}") from None
+                raise TextBatchError(
+                    f"line {number} of {shown!r} cannot be read: {error}"
+                ) from None
             if text[end:].strip():
                 raise TextBatchError(
                     f"line {number} of {shown!r} holds more than one JSON object "
