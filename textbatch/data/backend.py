@@ -109,8 +109,8 @@ def encode_batch(
         backend.encode_special_tokens = tokenizer.split_special_tokens
     inputs = list(texts) if pairs is None else list(zip(texts, pairs, strict=True))
     # encode_batch_fast: the same ids as encode_batch, without the character offsets
-    encode = backend.encode_batch if offsets else getattr(backend, "encode_batch_fast", None)
-    encode = encode or backend.encode_batch
+    fast = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    encode = backend.encode_batch if offsets else fast
     return encode(inputs, add_special_tokens=add_special_tokens)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import numbers
@@ -42,7 +43,7 @@ def _column(hf_dataset: Any, name: str) -> Any:
     import pyarrow as pa
 
     column = hf_dataset.with_format("arrow")[name]
-    if getattr(pa.types, "is_string_view", lambda _: False)(column.type):
+    if getattr(pa.types, "is_string_view", lambda _: False)(column.type):  # pyarrow >= 16
         column = column.cast(pa.string())
     return column
 
@@ -51,8 +52,7 @@ def is_text_type(arrow_type: Any) -> bool:
     """Whether an Arrow type holds strings (string or large_string)."""
     import pyarrow as pa
 
-    view = getattr(pa.types, "is_string_view", lambda _: False)(arrow_type)  # pyarrow >= 16
-    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or view
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
 
 
 def is_json_type(arrow_type: Any) -> bool:
@@ -154,7 +154,12 @@ def replace_columns(hf_dataset: Any, new: dict[str, Any]) -> Any:
         position = table.column_names.index(name)
         table = table.set_column(position, name, column)
         features[name] = datasets.Features.from_arrow_schema(table.select([name]).schema)[name]
-    return datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=features))
+    # the same input and columns, the same fingerprint: from_hf's cache keys on it
+    fingerprint = hashlib.blake2b(
+        f"{hf_dataset._fingerprint} replace {sorted(new)}".encode(), digest_size=8
+    ).hexdigest()
+    info = datasets.DatasetInfo(features=features)
+    return datasets.Dataset(InMemoryTable(table), info=info, fingerprint=fingerprint)
 
 
 def _take(column: Any, rows: np.ndarray) -> Any:

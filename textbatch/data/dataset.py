@@ -692,7 +692,10 @@ def _load_checked(
     else:
         loader.download_and_prepare()
     tsv = options.get("sep") == TSV_OPTIONS["sep"]
-    jsonl = builder == "json" and is_json_lines(path)  # .jsonl, .JSONL, or .json so written
+    # .jsonl, .JSONL, or .json so written: looked at once, when the copy is made
+    jsonl = fresh and builder == "json" and is_json_lines(path)
+    split = loader.info.splits["train"]
+    files = [prepared / Path(name).name for name in _split_files(loader, split)]
     if fresh and (tsv or jsonl):  # rows the reader built wrongly (see delimited.py)
         try:
             table = loader.as_dataset(split="train")
@@ -704,15 +707,11 @@ def _load_checked(
             shutil.rmtree(prepared, ignore_errors=True)  # the next read raises again
             raise
     if fresh and builder == "json":  # values of several kinds in a column: read them exactly
-        split = loader.info.splits["train"]
-        files = [prepared / Path(name).name for name in _split_files(loader, split)]
         exact_json_columns(files, path, lines=jsonl)
     if fresh:
         for arrow_file in prepared.glob("*.arrow"):
             write_checksum(arrow_file)
     if as_copy:
-        split = loader.info.splits["train"]
-        files = [prepared / Path(name).name for name in _split_files(loader, split)]
         return ArrowCopy(files, loader.info.features, int(split.num_examples))
     return loader.as_dataset(split="train")
 

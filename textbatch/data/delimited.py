@@ -172,29 +172,35 @@ def is_json_lines(path: Path) -> bool:
     return False
 
 
-def json_column(path: Path, name: str, lines: bool) -> list[Any]:
-    """The values of column ``name`` of every row of the json file ``path`` (None where a row
-    lacks it), as Python's ``json`` reads them: ``datasets`` reads a column whose values are of
-    several kinds as JSON values, and keeps a string that is itself JSON (``"123"``, ``"null"``,
-    a quoted ``"great"``) as that JSON, so that ``"123"`` came back as 123 and ``"null"`` as
-    None."""
-    with open(path, encoding="utf-8-sig") as handle:
-        if lines:
-            rows = (json.loads(line) for line in handle if line.strip())
-            return [row.get(name) if isinstance(row, dict) else None for row in rows]
-        data = json.load(handle)
-    rows = data if isinstance(data, list) else []
-    return [row.get(name) if isinstance(row, dict) else None for row in rows]
+def json_columns(path: Path, names: list[str], lines: bool) -> dict[str, list[Any]]:
+    """The values of columns ``names`` of every row of the json file ``path`` (None where a row
+    lacks one), as Python's ``json`` reads them, in one pass: ``datasets`` reads a column whose
+    values are of several kinds as JSON values, and keeps a string that is itself JSON
+    (``"123"``, ``"null"``, a quoted ``"great"``) as that JSON, so that ``"123"`` came back as
+    123 and ``"null"`` as None."""
+    if lines:
+        rows: Any = _json_rows(str(path), str(path))
+    else:
+        with open(path, encoding="utf-8-sig") as handle:
+            data = json.load(handle)
+        rows = (
+            [row if isinstance(row, dict) else {} for row in data] if isinstance(data, list) else []
+        )
+    values: dict[str, list[Any]] = {name: [] for name in names}
+    for row in rows:
+        for name in names:
+            values[name].append(row.get(name))
+    return values
 
 
 def exact_json_columns(files: list[Path], path: Path, lines: bool) -> None:
     """Rewrite the JSON-typed columns of the Arrow copy ``files`` (in row order) of the json
-    file ``path`` with each value as Python's ``json`` reads it (see :func:`json_column`), so
+    file ``path`` with each value as Python's ``json`` reads it (see :func:`json_columns`), so
     that every reader of the copy decodes them exactly. A file without such a column is left
     as it is."""
     import pyarrow as pa
 
-    values: dict[str, list[Any]] = {}
+    values: dict[str, list[Any]] | None = None
     start = 0
     for file in files:
         with pa.memory_map(str(file)) as source:
@@ -202,9 +208,9 @@ def exact_json_columns(files: list[Path], path: Path, lines: bool) -> None:
         fields = [field for field in table.schema if is_json_type(field.type)]
         if not fields:
             return
+        if values is None:  # every file has the same columns: the json file is read once
+            values = json_columns(path, [field.name for field in fields], lines)
         for field in fields:
-            if field.name not in values:
-                values[field.name] = json_column(path, field.name, lines)
             rows = values[field.name][start : start + table.num_rows]
             storage = pa.array(
                 [None if v is None else json.dumps(v, ensure_ascii=False) for v in rows],
@@ -254,17 +260,21 @@ def _json_rows(path: str, shown: str) -> Iterator[dict[str, Any]]:
                     f"line {number} of {shown!r} cannot be read: {error}"
                 ) from None
             if text[end:].strip():
-                raise TextBatchError(
-                    f"line {number} of {shown!r} holds more than one JSON object "
-                    f"({text[:60]!r}{'...' if len(text) > 60 else ''}); a JSON Lines file holds "
-                    "one object per line: put each on a line of its own."
-                )
+                raise _two_objects(number, text, shown)
             if not isinstance(row, dict):
                 raise TextBatchError(
                     f"line {number} of {shown!r} holds a {type(row).__name__}, not an object "
                     '({"text": ..., "label": ...}); write one object per line.'
                 )
             yield row
+
+
+def _two_objects(number: int, text: str, shown: str) -> TextBatchError:
+    return TextBatchError(
+        f"line {number} of {shown!r} holds more than one JSON object "
+        f"({text[:60]!r}{'...' if len(text) > 60 else ''}); a JSON Lines file holds one object "
+        "per line: put each on a line of its own."
+    )
 
 
 def check_one_object_per_line(path: Path, rows: int, shown: str) -> None:
@@ -284,11 +294,7 @@ def check_one_object_per_line(path: Path, rows: int, shown: str) -> None:
             except ValueError:
                 continue
             if text[end:].strip():
-                raise TextBatchError(
-                    f"line {number} of {shown!r} holds more than one JSON object "
-                    f"({text[:60]!r}{'...' if len(text) > 60 else ''}); a JSON Lines file "
-                    "holds one object per line: put each on a line of its own."
-                )
+                raise _two_objects(number, text, shown)
     raise TextBatchError(
         f"{shown!r} holds {rows} JSON objects on {lines} lines; a JSON Lines file holds one object "
         "per line: put each on a line of its own."
