@@ -70,6 +70,7 @@ def main() -> None:
                 evaluation, collate, shuffle=False, **{**options, "sampler": "bucket"}
             )
             lr = 3e-3 if args.encoder == "transformer" else 5e-2
+            batches = len(loader)  # epoch 0's, the one trained (after fit: the next epoch's)
             history = fit(
                 model, loader, eval_loader, epochs=1, lr=lr, device=device, progress=False
             )
@@ -81,7 +82,7 @@ def main() -> None:
                     "tokens_per_second": record["tokens_per_second"],
                     "padding": record["padding"],
                     "seconds": record["seconds"],
-                    "batches": len(loader),
+                    "batches": batches,
                     "accuracy": record["eval_accuracy"],
                 }
             )

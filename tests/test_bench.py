@@ -131,8 +131,9 @@ def test_bench_command_writes_the_documented_results(data_file, tmp_path, capsys
         assert set(record) == {
             "name", "options", "waste", "real_tokens", "padded_tokens", "batches",
             "plan_seconds", "batch_size_mean", "max_batch_tokens", "train_tokens_per_second",
-            "train_runs", "train_spread", "train_within_noise_of_fastest",
+            "train_runs", "train_spread", "train_within_noise_of_fastest", "train_steps",
         }  # fmt: skip
+        assert record["train_steps"] == min(2, record["batches"])
         assert record["real_tokens"] == report["lengths"]["tokens"]
         assert record["train_tokens_per_second"] == sorted(record["train_runs"])[1]  # median
         assert len(record["train_runs"]) == 3 and min(record["train_runs"]) > 0
@@ -140,6 +141,10 @@ def test_bench_command_writes_the_documented_results(data_file, tmp_path, capsys
     csv_lines = (out / "results.csv").read_text().splitlines()
     assert csv_lines[0].split(",") == list(report["strategies"][0])
     assert len(csv_lines) == 1 + len(names)
+    runs_column = csv_lines[0].split(",").index("train_runs")
+    for line, record in zip(csv_lines[1:], report["strategies"], strict=True):
+        runs = [float(r) for r in line.split(",")[runs_column].split(";")]
+        assert runs == record["train_runs"]  # the same numbers as results.json (not rounded)
     for plot in ("lengths.png", "waste.png", "throughput.png"):
         assert (out / plot).read_bytes().startswith(b"\x89PNG"), plot
 
@@ -228,3 +233,41 @@ def test_throughput_is_the_median_of_interleaved_runs_and_noise_is_flagged(monke
     assert fastest.train_tokens_per_second == 42.0 and fastest.train_within_noise_of_fastest
     assert by_name["random"].train_within_noise_of_fastest  # 50 >= 40: too close to call
     assert not by_name["pad_to_max_length"].train_within_noise_of_fastest
+
+
+def test_training_throughput_counts_the_batches_a_short_plan_has_and_no_measuring(
+    tokenizer, corpus_records, monkeypatch
+):
+    """A plan shorter than --train-steps trains (and reports) all of its batches, not the steps
+    asked for; and fit's thread measuring, which costs more on some plans' batches than on
+    others', is left out of every strategy's tokens per second."""
+    from textbatch import TextDataset
+    from textbatch.bench.compare import StrategyResult, train_throughput
+    from textbatch.training import loop
+
+    dataset = TextDataset.from_records(corpus_records[:40], tokenizer, max_length=32)
+    plans = {"short": [list(range(0, 20)), list(range(20, 40))], "long": [[i] for i in range(6)]}
+    results = [
+        StrategyResult(name, 0.0, 1, 1, len(plan), 0.0, 1.0, 1, plan=plan)
+        for name, plan in plans.items()
+    ]
+    real_epoch_record = loop._epoch_record
+
+    def with_measuring(epoch, meter, device):  # as if measuring thread counts took 1,000 s
+        return real_epoch_record(epoch, {**meter, "seconds": meter["seconds"] + 1000.0,
+                                         "thread_seconds": 1000.0}, device)  # fmt: skip
+
+    monkeypatch.setattr(loop, "_epoch_record", with_measuring)
+    trained = []
+    real_fit = loop.fit
+
+    def counting_fit(model, loader, **options):
+        trained.append(len(loader))
+        return real_fit(model, loader, **options)
+
+    monkeypatch.setattr(loop, "fit", counting_fit)
+    train_throughput(dataset, tokenizer, results, steps=4, max_length=32, repeats=1)
+    assert trained == [2, 4]
+    assert [r.train_steps for r in results] == [2, 4]
+    # counted in, 1,000 s would give at most 800 real tokens / 1,000 s = 0.8 tokens/s
+    assert all(r.train_tokens_per_second > 5 for r in results)

@@ -20,7 +20,7 @@ from textbatch.training.threads import (
     choose_threads,
 )
 
-TIMING = ("seconds", "tokens_per_second")
+TIMING = ("seconds", "thread_seconds", "tokens_per_second")
 
 
 class FakeMachine:
@@ -259,3 +259,27 @@ def test_it_measures_again_and_follows_the_load(two_threads, monkeypatch, tokeni
     history = _fit(_model(tokenizer), loader, threads="auto")
     assert seen[:3] == [1, 1, 2] and set(seen[3:]) == {2}
     assert [r["threads"] for r in history] == [2, 2]
+
+
+def test_measuring_time_is_counted_apart_from_training_time(
+    two_threads, monkeypatch, tokenizer, loader
+):
+    """The seconds spent measuring thread counts are in the epoch's ``seconds`` and in its own
+    ``thread_seconds``, and left out of ``tokens_per_second``: a run measured on a large batch
+    must not look slower than one measured on a tiny one (textbatch bench, textbatch demo)."""
+    import time
+
+    def slow_choice(*args, **kwargs):
+        time.sleep(0.4)
+        return _fixed_choice(2)
+
+    monkeypatch.setattr(loop, "choose_threads", slow_choice)
+    history = loop.fit(_model(tokenizer), loader, epochs=2, lr=3e-3, progress=False, log=False)
+    first, second = history
+    assert first["thread_seconds"] >= 0.4 and second["thread_seconds"] == 0.0
+    assert first["seconds"] > first["thread_seconds"]
+    for record in history:
+        training = record["seconds"] - record["thread_seconds"]
+        assert record["tokens_per_second"] == pytest.approx(record["real_tokens"] / training)
+    assert "of it choosing threads" in loop._describe(first, 2)
+    assert "choosing threads" not in loop._describe(second, 2)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -87,30 +87,59 @@ def summarise_batches(
 
 def padding_stats(
     lengths: Sequence[int] | np.ndarray,
-    batches: Sequence[Sequence[int]],
+    batches: Iterable[Sequence[int]],
     pad_to_multiple_of: int | None = None,
     max_tokens: int | None = None,
 ) -> PaddingStats:
-    """Padding in ``batches`` (lists of indices into ``lengths``) when each batch is padded to its
-    longest example, rounded up to ``pad_to_multiple_of`` tokens; with ``max_tokens``, also how
-    well the batches fill that budget."""
+    """Padding in ``batches`` (lists of indices into ``lengths``; a batch sampler gives one
+    epoch) when each batch is padded to its longest example, rounded up to
+    ``pad_to_multiple_of`` tokens; with ``max_tokens``, also how well the batches fill that
+    budget."""
     lengths = as_lengths(lengths)
     multiple = check_pad_to_multiple_of(pad_to_multiple_of)
-    if not batches:
-        raise TextBatchError("batches is empty; padding_stats needs at least one batch.")
-    sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
-    if sizes.min() == 0:
-        raise TextBatchError(f"batch {int(np.argmin(sizes))} is empty; every batch needs an index.")
-    flat = np.concatenate([np.asarray(b, dtype=np.int64) for b in batches])
-    if flat.min() < 0 or flat.max() >= len(lengths):
-        bad = int(flat[(flat < 0) | (flat >= len(lengths))][0])
-        raise TextBatchError(f"index {bad} is out of range for {len(lengths)} lengths.")
+    sizes, flat = _index_batches(batches, len(lengths), "padding_stats")
     batch_lengths = lengths[flat]
     starts = np.cumsum(sizes) - sizes
     widths = np.maximum.reduceat(batch_lengths, starts)
     if multiple:
         widths = -(-widths // multiple) * multiple
     return summarise_batches(int(batch_lengths.sum()), sizes, widths * sizes, max_tokens)
+
+
+def packing_stats(
+    lengths: Sequence[int] | np.ndarray, batches: Iterable[Sequence[int]], capacity: int
+) -> PaddingStats:
+    """The same numbers for packed batches: each batch takes rows x ``capacity`` tokens, its rows
+    laid out as ``PackingCollator(capacity=capacity)`` lays them out (sequences longer than
+    the capacity counted as truncated to it)."""
+    from textbatch.batching.packing import pack_rows
+
+    lengths = np.minimum(as_lengths(lengths), capacity)
+    sizes, flat = _index_batches(batches, len(lengths), "packing_stats")
+    parts = np.split(lengths[flat], np.cumsum(sizes)[:-1])
+    rows = np.array([len(pack_rows(part, capacity)) for part in parts])
+    return summarise_batches(int(lengths[flat].sum()), sizes, rows * capacity)
+
+
+def _index_batches(
+    batches: Iterable[Sequence[int]], examples: int, caller: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(examples per batch, every batch's indices in one array), from one pass over
+    ``batches`` (a batch sampler moves to its next epoch after a pass); a clear error for no
+    batch, an empty batch or an index outside ``range(examples)`` (a negative index would
+    silently take an example from the end)."""
+    arrays = [np.asarray(batch, dtype=np.int64).reshape(-1) for batch in batches]
+    if not arrays:
+        raise TextBatchError(f"batches is empty; {caller} needs at least one batch.")
+    sizes = np.array([len(array) for array in arrays], dtype=np.int64)
+    if sizes.min() == 0:
+        raise TextBatchError(f"batch {int(np.argmin(sizes))} is empty; every batch needs an index.")
+    flat = np.concatenate(arrays)
+    outside = (flat < 0) | (flat >= examples)
+    if outside.any():
+        bad = int(flat[outside][0])
+        raise TextBatchError(f"index {bad} is out of range for {examples} lengths.")
+    return sizes, flat
 
 
 def length_summary(
@@ -136,20 +165,3 @@ def length_summary(
     if max_length is not None:
         summary["at_max_length"] = int((lengths >= max_length).sum())
     return summary
-
-
-def packing_stats(
-    lengths: Sequence[int] | np.ndarray, batches: Sequence[Sequence[int]], capacity: int
-) -> PaddingStats:
-    """The same numbers for packed batches: each batch takes rows x ``capacity`` tokens, its rows
-    laid out as ``PackingCollator(capacity=capacity)`` lays them out (sequences longer than
-    the capacity counted as truncated to it)."""
-    from textbatch.batching.packing import pack_rows
-
-    lengths = np.minimum(as_lengths(lengths), capacity)
-    if not batches:
-        raise TextBatchError("batches is empty; packing_stats needs at least one batch.")
-    sizes = np.fromiter(map(len, batches), dtype=np.int64, count=len(batches))
-    rows = np.array([len(pack_rows(lengths[np.asarray(b)], capacity)) for b in batches])
-    real = sum(int(lengths[np.asarray(b)].sum()) for b in batches)
-    return summarise_batches(real, sizes, rows * capacity)

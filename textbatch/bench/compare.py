@@ -24,7 +24,8 @@ time and (optionally) training throughput. The numbers behind ``textbatch bench`
          # other strategies); the median, every run, (max - min) / median, and whether its
          # range of runs overlaps the fastest strategy's (too close to call)
          "train_tokens_per_second": float | null, "train_runs": [float] | null,
-         "train_spread": float | null, "train_within_noise_of_fastest": bool | null}
+         "train_spread": float | null, "train_within_noise_of_fastest": bool | null,
+         "train_steps": int | null}  # batches each run trained: N, or all of a shorter plan
       ],
       "train": {"model": str, "steps": int, "repeats": int} | null,
       "collate": {"batch_size": int, "batches": int, "textbatch_seconds": float,
@@ -83,6 +84,7 @@ class StrategyResult:
     train_runs: list[float] | None = None
     train_spread: float | None = None
     train_within_noise_of_fastest: bool | None = None
+    train_steps: int | None = None
     plan: list[list[int]] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
@@ -238,8 +240,9 @@ def train_throughput(
     seed: int = 0,
     repeats: int = 3,
 ) -> None:
-    """Train the small classifier on ``steps`` batches of each strategy's plan, spread evenly
-    over the epoch (so that a sorted plan is not judged on its shortest batches), ``repeats``
+    """Train the small classifier on ``steps`` batches of each strategy's plan (all of a plan
+    with fewer), spread evenly over the epoch (so that a sorted plan is not judged on its
+    shortest batches), ``repeats``
     times, the strategies interleaved and their order rotated each round (so that a busy
     moment of the machine does not fall on one strategy only). Stores the median real tokens
     per second, every run, the spread and whether it is within the noise of the fastest."""
@@ -258,6 +261,7 @@ def train_throughput(
         result.train_tokens_per_second = median
         result.train_runs = values.tolist()
         result.train_spread = float((values.max() - values.min()) / median)
+        result.train_steps = len(_spread_picks(len(result.plan), steps))
     fastest = max(results, key=lambda r: r.train_tokens_per_second or 0.0)
     for result in results:
         result.train_within_noise_of_fastest = max(result.train_runs) >= min(fastest.train_runs)
@@ -280,8 +284,7 @@ def _train_once(
         collate = PaddingCollator.from_tokenizer(tokenizer, pad_to_multiple_of=max_length)
     else:
         collate = PaddingCollator.from_tokenizer(tokenizer)
-    picks = np.unique(np.linspace(0, len(result.plan) - 1, steps).round().astype(int))
-    sample = [result.plan[i] for i in picks]
+    sample = [result.plan[i] for i in _spread_picks(len(result.plan), steps)]
     loader = DataLoader(dataset, batch_sampler=sample, collate_fn=collate)
     torch.manual_seed(seed)
     model = TextClassifier(
@@ -289,7 +292,13 @@ def _train_once(
         max_length=max_length,
     )  # fmt: skip
     history = fit(model, loader, epochs=1, lr=3e-3, seed=seed, progress=False, log=False)
-    return float(history[-1]["tokens_per_second"])
+    return float(history[-1]["tokens_per_second"])  # leaves out fit's thread measuring
+
+
+def _spread_picks(batches: int, steps: int) -> np.ndarray:
+    """``steps`` places spread evenly over a plan of ``batches`` batches (every place of a plan
+    with fewer)."""
+    return np.unique(np.linspace(0, batches - 1, steps).round().astype(int))
 
 
 def machine() -> dict[str, Any]:

@@ -99,9 +99,12 @@ def _throughput_plot(plt: Any, out: Path, results: list[Any], train: dict[str, A
         note = "  (within the noise of the fastest)" if r.train_within_noise_of_fastest else ""
         note = "  (fastest)" if i == fastest else note
         axes.text(max(r.train_runs), i, f" {medians[i]:,.0f}{note}", va="center")
-    axes.set_xlim(0, max(max(r.train_runs) for r in results) * 1.45)
+    axes.set_xlim(0, max(max(r.train_runs) for r in results) * 1.9)  # room for the notes
     model = train.get("model", "the small classifier")
-    how = f"{train.get('steps', '?')} batches x {train.get('repeats', '?')} runs"
+    steps = train.get("steps", "?")
+    if isinstance(steps, int) and any((r.train_steps or steps) < steps for r in results):
+        steps = f"up to {steps}"  # a plan with fewer batches trained on all of them
+    how = f"{steps} batches x {train.get('repeats', '?')} runs"
     axes.set(
         xlabel="real tokens per second (median; line: min to max of the runs)",
         title=f"Training throughput: {model}\n{how} per strategy, interleaved",

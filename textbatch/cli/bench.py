@@ -125,7 +125,7 @@ def _strategies_csv(records: list[dict[str, Any]]) -> str:
     for record in records:
         options = " ".join(f"{k}={v}" for k, v in record["options"].items())
         runs = record["train_runs"]
-        runs = None if runs is None else ";".join(f"{r:.1f}" for r in runs)
+        runs = None if runs is None else ";".join(map(str, runs))  # as results.json has them
         writer.writerow({**record, "options": options, "train_runs": runs})
     return buffer.getvalue()
 

@@ -173,8 +173,14 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         + (f" (max_tokens={advice['max_tokens']:,})" if advice["max_tokens"] else "")
     )
     if train:
+        fewer = [
+            f"{s['name']} {s['train_steps']}"
+            for s in report["strategies"]
+            if s["train_steps"] < train["steps"]
+        ]
+        but = f" (all of a shorter plan's: {', '.join(fewer)})" if fewer else ""
         print(
-            f"training: the {train['model']} on {train['steps']} batches of each plan, "
+            f"training: the {train['model']} on {train['steps']} batches of each plan{but}, "
             f"{train['repeats']} runs each, interleaved; spread = (max - min) / median; * = its "
             "runs overlap the fastest one's (too close to call on this machine)"
         )
@@ -226,6 +232,12 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         f"bucketed batches trained {speedup:.1f}x faster per epoch, with "
         f"{bucket['padding']:.1%} padding instead of {random['padding']:.1%}."
     )
+    measuring = [r["thread_seconds"] for r in results]
+    if any(measuring):
+        print(
+            "s/epoch, tokens/s and padding are over every epoch's training, leaving out the "
+            f"{measuring[0]:.1f} s and {measuring[1]:.1f} s spent choosing thread counts."
+        )
 
 
 def _cmd_train(args: argparse.Namespace) -> None:

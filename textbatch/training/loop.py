@@ -325,10 +325,12 @@ def fit(
             and across ranks. An int: that many. None: torch's setting as it is.
 
     The history holds one record per epoch: ``train_loss`` (mean per sequence), the
-    evaluation's ``eval_accuracy``, ``eval_macro_f1`` and ``eval_loss``, ``seconds``,
-    ``tokens_per_second`` (real tokens), ``padding`` (share of padded positions) and
-    ``threads``. On the CPU the same seed and thread count give the same result, and a resumed
-    run the same as an unbroken one.
+    evaluation's ``eval_accuracy``, ``eval_macro_f1`` and ``eval_loss``, ``seconds`` (the
+    epoch's training time, evaluation left out), ``thread_seconds`` (of those seconds, the time
+    ``threads="auto"`` spent measuring), ``tokens_per_second`` (real tokens per second of
+    training, the measuring left out, so that runs compare on their batches alone), ``padding``
+    (share of padded positions) and ``threads``. On the CPU the same seed and thread count
+    give the same result, and a resumed run the same as an unbroken one.
     """
     positive_int("epochs", epochs, allow_none=False)
     positive_int("grad_accum", grad_accum, allow_none=False)
@@ -418,6 +420,7 @@ def fit(
             resumed_rng = None
             meter = state["meter"] or {"loss": 0.0, "sequences": 0.0, "real": 0.0, "padded": 0.0}
             meter.setdefault("seconds", 0.0)
+            meter.setdefault("thread_seconds", 0.0)
             length = batches_per_epoch if epoch_lengths is None else epoch_lengths[epoch]
             bar = _progress(progress and main, length - state["position"], epoch, epochs)
             stopped = _train_epoch(
@@ -507,7 +510,9 @@ def _train_epoch(
     try:
         for window in _windows(iterator, stepper.grad_accum):
             if stepper.watch is not None and stepper.watch.due():  # threads="auto"
+                measuring = time.perf_counter()
                 state["threads"] = stepper.choose_threads(run.loader, window[0], state["threads"])
+                meter["thread_seconds"] += time.perf_counter() - measuring
             where = f"epoch {state['epoch'] + 1}, step {state['step'] + 1}"
             stepper.step(window, meter, where)
             state["step"] += 1
@@ -917,7 +922,7 @@ def _show(bar: Any, batches: int, meter: dict[str, float], elapsed: float) -> No
     bar.update(batches)
     bar.set_postfix(
         loss=f"{meter['loss'] / meter['sequences']:.4f}",
-        tok_s=f"{meter['real'] / max(elapsed, 1e-9):,.0f}",
+        tok_s=f"{meter['real'] / max(elapsed - meter['thread_seconds'], 1e-9):,.0f}",
         pad=f"{1 - meter['real'] / meter['padded']:.1%}",
     )
 
@@ -976,12 +981,13 @@ def _epoch_record(epoch: int, meter: dict[str, float], device: torch.device) -> 
     loss, sequences, real, padded = _all_reduce(
         [meter["loss"], meter["sequences"], meter["real"], meter["padded"]], device
     )
-    seconds = meter["seconds"]
+    seconds, measuring = meter["seconds"], meter.get("thread_seconds", 0.0)
     return {
         "epoch": epoch + 1,
         "train_loss": loss / max(sequences, 1),
         "seconds": seconds,
-        "tokens_per_second": real / max(seconds, 1e-9),
+        "thread_seconds": measuring,
+        "tokens_per_second": real / max(seconds - measuring, 1e-9),
         "padding": 1 - real / max(padded, 1),
         "real_tokens": int(real),
         "padded_tokens": int(padded),
@@ -995,8 +1001,12 @@ def _describe(record: dict[str, Any], epochs: int) -> str:
             f", eval accuracy {record['eval_accuracy']:.4f}, macro-F1 "
             f"{record['eval_macro_f1']:.4f}, loss {record['eval_loss']:.4f}"
         )
+    measuring = record["thread_seconds"]
+    seconds = f"{record['seconds']:.1f} s"
+    if measuring >= 0.05:
+        seconds += f" ({measuring:.1f} s of it choosing threads)"
     return line + (
-        f" | {record['seconds']:.1f} s, {record['tokens_per_second']:,.0f} tokens/s, "
+        f" | {seconds}, {record['tokens_per_second']:,.0f} tokens/s, "
         f"padding {record['padding']:.1%}"
     )
 
