@@ -128,14 +128,14 @@ def test_demo_figures_are_all_over_the_same_epochs_without_measuring():
     """s/epoch, tokens/s and padding come from the same epochs' training, thread measuring left
     out: the table said 0.9x faster per epoch beside tokens/s 1.85x higher, because s/epoch
     took every epoch with epoch 1's measuring and tokens/s and padding the last epoch alone."""
-    from textbatch.cli.demo import _summary
+    from textbatch.cli.demo import history_summary
 
     history = [
         {"seconds": 3.0, "thread_seconds": 1.5, "real_tokens": 3000, "padded_tokens": 6000},
         {"seconds": 1.5, "thread_seconds": 0.0, "real_tokens": 3000, "padded_tokens": 4000},
     ]
     history[-1].update(eval_accuracy=0.5, eval_macro_f1=0.4)
-    summary = _summary(history)
+    summary = history_summary(history)
     assert summary["seconds_per_epoch"] == pytest.approx(1.5)  # (1.5 + 1.5) / 2
     assert summary["tokens_per_second"] == pytest.approx(6000 / 3.0)
     assert summary["padding"] == pytest.approx(1 - 6000 / 10000)

@@ -53,11 +53,11 @@ def run_demo(
         history = fit(
             model, loader, eval_loader, epochs=epochs, lr=3e-3, seed=seed, progress=progress
         )
-        results.append({"strategy": strategy, **_summary(history)})
+        results.append({"strategy": strategy, **history_summary(history)})
     return results
 
 
-def _summary(history: list[dict[str, Any]]) -> dict[str, Any]:
+def history_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     """The last epoch's evaluation, and speed and padding over every epoch: seconds of training
     per epoch and real tokens per second of training, both leaving out the time spent
     measuring thread counts (``thread_seconds``, counted apart), and the share of padded
