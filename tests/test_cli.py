@@ -447,6 +447,16 @@ def test_model_is_the_best_epoch_and_keep_last_writes_the_last(
     assert all(torch.equal(best[k], weights[1][k]) for k in best)
     assert all(torch.equal(last[k], weights[2][k]) for k in last)
     assert not all(torch.equal(best[k], last[k]) for k in best)
+    # predict takes model-last/ (and model/) itself, with the run's tokenizer beside it: it said
+    # "no tokenizer found"
+    predictions = {}
+    for folder in ("model-last", "model", "."):
+        where = tmp_path / f"p-{folder.strip('.') or 'run'}.csv"
+        argv = ["predict", "--model", out / folder, "--data", files[1], "--out", where]
+        code, _, err = run(capsys, *argv, "--no-progress")
+        assert code == 0, err
+        predictions[folder] = where.read_text()
+    assert predictions["model"] == predictions["."] != predictions["model-last"]
 
 
 def test_pretrained_defaults_bound_memory_and_read_max_length_off_the_data(

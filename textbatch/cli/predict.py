@@ -135,6 +135,10 @@ def predict_file(
     return PredictSummary(total, dict(reasons.most_common()))
 
 
+# The folders `textbatch train --out run` writes a model to, beside run/tokenizer/.
+TRAINED_MODEL_FOLDERS = ("model", "model-last")
+
+
 def model_folder(directory: Path) -> Path:
     """The model folder of a ``train`` output directory (its ``model/``), or ``directory``."""
     return directory / "model" if (directory / "model").is_dir() else directory
@@ -142,14 +146,18 @@ def model_folder(directory: Path) -> Path:
 
 def model_and_tokenizer(directory: Path) -> tuple[torch.nn.Module, Any]:
     """The model and tokenizer of a ``train`` output directory (``model/`` and
-    ``tokenizer/``), or of a model directory that holds its tokenizer."""
+    ``tokenizer/``), of its ``model/`` or ``model-last/`` folder (the tokenizer beside it), or of
+    a model directory that holds its tokenizer."""
     model_dir = model_folder(directory)
     if not (model_dir / CONFIG_FILE).is_file():
         raise TextBatchError(
             f"--model {str(directory)!r} is not a model folder: it has no model/{CONFIG_FILE}. "
             "Pass the --out directory of `textbatch train`."
         )
-    for candidate in (directory / "tokenizer", model_dir / "tokenizer", model_dir / "backbone"):
+    candidates = [directory / "tokenizer", model_dir / "tokenizer", model_dir / "backbone"]
+    if model_dir.name in TRAINED_MODEL_FOLDERS:  # e.g. run/model-last: run/tokenizer beside it
+        candidates.append(model_dir.parent / "tokenizer")
+    for candidate in candidates:
         if candidate.is_dir():
             return load_model(model_dir), load_tokenizer(candidate)
     raise TextBatchError(
