@@ -185,8 +185,31 @@ def test_transform_is_applied_on_read(tokenizer):
     plain = TextDataset.from_records(RECORDS, tokenizer)
     ds = TextDataset.from_records(RECORDS, tokenizer, transform=drop_last_token)
     assert ds[0]["input_ids"] == plain[0]["input_ids"][:-1]
-    assert ds.__getitems__([1])[0]["input_ids"].tolist() == plain[1]["input_ids"][:-1]
+    assert ds.__getitems__([1])[0]["input_ids"] == plain[1]["input_ids"][:-1]
     np.testing.assert_array_equal(ds.lengths, plain.lengths)  # stored lengths are unchanged
+
+
+def test_a_transform_sees_the_same_example_through_a_dataloader(tokenizer):
+    """A transform got lists from ds[i] but read-only numpy arrays from __getitems__ (every
+    DataLoader batch): ``ids + [4]`` appended 4 on one path and added 4 to every id on the
+    other, and an in-place edit raised on the batch path only."""
+
+    def append_four(example):
+        example["input_ids"].append(4)
+        example.pop("token_type_ids", None)  # left out, to stay aligned with input_ids
+        return {**example, "input_ids": example["input_ids"] + [4]}
+
+    from torch.utils.data import DataLoader
+
+    ds = TextDataset.from_records(RECORDS, tokenizer, transform=append_four)
+    plain = TextDataset.from_records(RECORDS, tokenizer)
+    expected = [plain[i]["input_ids"] + [4, 4] for i in range(3)]
+    assert [ds[i]["input_ids"] for i in range(3)] == expected
+    assert [e["input_ids"] for e in ds.__getitems__([0, 1, 2])] == expected
+    loader = DataLoader(ds, batch_size=3, collate_fn=PaddingCollator.from_tokenizer(tokenizer))
+    batch = next(iter(loader))
+    for row, ids in zip(batch["input_ids"].tolist(), expected, strict=True):
+        assert row[: len(ids)] == ids
 
 
 def test_token_dropout_transform(tokenizer, corpus_records):

@@ -362,18 +362,17 @@ class TextDataset(torch.utils.data.Dataset):
         position = int(index)
         if not -n <= position < n:
             raise IndexError(f"index {index} is out of range for a dataset of {n} examples")
-        example = {
-            key: value.tolist() if isinstance(value, np.ndarray) else value
-            for key, value in self._read([position % n])[0].items()
-        }
+        example = _as_lists(self._read([position % n])[0])
         return self.transform(example) if self.transform is not None else example
 
     def __getitems__(self, indices: Sequence[int]) -> list[Example]:
         """Examples at ``indices`` as dicts of numpy arrays: views of the Arrow buffers, sliced
-        without a copy per row (what ``DataLoader`` calls for a whole batch)."""
+        without a copy per row (what ``DataLoader`` calls for a whole batch). A transform gets
+        each example as ``self[i]`` gives it, Python lists, on this path too (numpy arrays
+        would make ``ids + [4]`` add 4 to every id where ``self[i]`` appended it)."""
         examples = self._read(indices)
         if self.transform is not None:
-            examples = [self.transform(example) for example in examples]
+            examples = [self.transform(_as_lists(example)) for example in examples]
         return examples
 
     def _read(self, indices: Sequence[int]) -> list[Example]:
@@ -961,3 +960,8 @@ _LABEL_KINDS = {bool: "boolean", int: "int", str: "string"}
 def _label_kind(value: Any) -> str:
     """What kind of label a plain value (from ``_plain_label``) is."""
     return _LABEL_KINDS[type(value)]
+
+
+def _as_lists(example: Example) -> Example:
+    """``example`` with its numpy arrays as Python lists (what ``TextDataset[i]`` gives)."""
+    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in example.items()}
