@@ -492,6 +492,17 @@ def test_infinite_label_is_refused(tokenizer):
         TextDataset.from_hf(hf, tokenizer)
 
 
+@pytest.mark.parametrize("huge", [1e19, -1e19, 2.0**63, 1e300])
+def test_a_float_label_beyond_64_bits_is_refused(tokenizer, huge):
+    """A whole float past int64 wrapped in astype: 1e19 and 2e19 became one class
+    (-9223372036854775808) without a word."""
+    hf = datasets.Dataset.from_dict({"text": ["a", "b", "c"], "label": [3.0, huge, 2 * huge]})
+    with pytest.raises(TextBatchError, match=r"holds .*e\+?\d+ \(row 1\), which does not fit"):
+        TextDataset.from_hf(hf, tokenizer)
+    fits = datasets.Dataset.from_dict({"text": ["a", "b"], "label": [3.0, -(2.0**63)]})
+    assert TextDataset.from_hf(fits, tokenizer).label_names == [str(-(2**63)), "3"]
+
+
 def test_numpy_and_python_ints_are_one_kind_of_label(tokenizer):
     records = [{"text": "a b", "label": np.int64(1)}, {"text": "c d", "label": 2}]
     assert TextDataset.from_records(records, tokenizer).label_names == ["1", "2"]

@@ -272,6 +272,13 @@ def resolve_labels(
                 f"label column {label!r} holds a non-integer number {float(values[row])!r} "
                 f"(row {row}); textbatch classifies into discrete labels: use strings or integers."
             )
+        huge = present & ~((values >= -(2.0**63)) & (values < 2.0**63))  # astype wraps these
+        if huge.any():
+            row = int(np.flatnonzero(huge)[0])
+            raise TextBatchError(
+                f"label column {label!r} holds {float(values[row])!r} (row {row}), which does not "
+                "fit a 64-bit integer; write such labels as strings."
+            )
         whole = pa.array(np.where(present, values, 0).astype(np.int64), mask=~present)
         strings = pc.cast(whole, pa.string())
         numeric = True
