@@ -249,3 +249,36 @@ def test_a_tokenizer_that_splits_special_tokens_is_not_served_the_other_cache(to
     assert not split.from_cache
     assert list(split[0]["input_ids"]) == expected
     assert TextDataset.from_file(path, splitting).from_cache
+
+
+def test_from_hf_of_a_replaced_arrow_file_is_tokenised_afresh(tokenizer, tmp_path, cache_dir):
+    """datasets' fingerprint of a mapped Arrow file names it by path and time: a file replaced
+    by other rows at the same mtime (cp -p, rsync -a, tar x) got the old token ids, with the new
+    labels. The cache key now holds the file's content hash."""
+    import shutil
+
+    def arrow_file(records, name):
+        datasets.Dataset.from_list(records).save_to_disk(tmp_path / name)
+        (found,) = (tmp_path / name).glob("*.arrow")
+        return found
+
+    old, new = arrow_file(OLD, "old"), arrow_file(NEW[:2], "new")
+    path = tmp_path / "data.arrow"
+    shutil.copyfile(old, path)
+    first = TextDataset.from_hf(
+        datasets.Dataset.from_file(str(path)), tokenizer, cache_dir=cache_dir
+    )
+    assert not first.from_cache and rows(first) == expected_rows(OLD, tokenizer)
+    again = TextDataset.from_hf(
+        datasets.Dataset.from_file(str(path)), tokenizer, cache_dir=cache_dir
+    )
+    assert again.from_cache and rows(again) == rows(first)  # the same file still hits the cache
+    fingerprint = datasets.Dataset.from_file(str(path))._fingerprint
+    before = path.stat()
+    shutil.copyfile(new, path)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    replaced = datasets.Dataset.from_file(str(path))
+    assert replaced._fingerprint == fingerprint  # datasets sees no change
+    ds = TextDataset.from_hf(replaced, tokenizer, cache_dir=cache_dir)
+    assert not ds.from_cache
+    assert rows(ds) == expected_rows(NEW[:2], tokenizer, label_names=ds.label_names)
