@@ -753,3 +753,25 @@ def test_a_dataset_with_a_format_transform_is_refused(tokenizer):
     hf = datasets.Dataset.from_list(RECORDS).with_transform(lambda b: {**b, "label": ["x"] * 9})
     with pytest.raises(TextBatchError, match=r"has a transform .*dataset.map"):
         TextDataset.from_hf(hf, tokenizer)
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".csv", ".jsonl"])
+def test_a_byte_order_mark_is_not_text_in_any_file(tokenizer, tmp_path, suffix):
+    """Excel and Notepad start UTF-8 files with a BOM. csv and jsonl readers dropped it, but a
+    .txt file kept it in its first text (byte-level BPE made tokens of it)."""
+    from textbatch.data.dataset import load_file
+
+    texts = ["first line here", "second one", "third"]
+    body = {
+        ".txt": "\n".join(texts) + "\n",
+        ".csv": "text\n" + "\n".join(texts) + "\n",
+        ".jsonl": "".join(json.dumps({"text": t}) + "\n" for t in texts),
+    }[suffix]
+    path = tmp_path / f"bom{suffix}"
+    path.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert load_file(path, tmp_path / "cache")["text"] == texts
+    expected = TextDataset.from_records([{"text": t} for t in texts], tokenizer, label=None)
+    ds = TextDataset.from_file(path, tokenizer, label=None, cache_dir=tmp_path / "cache")
+    assert [ds[i] for i in range(3)] == [expected[i] for i in range(3)]
+    stream = StreamingTextDataset.from_file(path, tokenizer, label=None)
+    assert [e["input_ids"] for e in stream] == [expected[i]["input_ids"] for i in range(3)]

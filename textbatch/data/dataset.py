@@ -62,7 +62,9 @@ FILE_FORMATS: dict[str, tuple[str, dict[str, Any]]] = {
     ".json": ("json", {}),
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
-    ".txt": ("text", {}),
+    # a byte-order mark is not text (csv and json readers drop it too; it stayed in the first
+    # line, and byte-level BPE made tokens of it)
+    ".txt": ("text", {"encoding": "utf-8-sig"}),
 }
 # Rows per Dataset.map call: tokenised a chunk at a time, the next chunk while the last is read.
 _MAP_BATCH_ROWS = 4096
