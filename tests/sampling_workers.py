@@ -67,8 +67,8 @@ def ddp_fit_worker(rank: int, world_size: int, folder: str) -> None:
             progress=False,
         )
         for record in history:
-            record.pop("seconds")
-            record.pop("tokens_per_second")
+            for timing in ("seconds", "thread_seconds", "tokens_per_second"):
+                record.pop(timing)
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         torch.save(
             {"weights": weights, "history": history, "batches": len(train_loader)},

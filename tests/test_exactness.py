@@ -18,7 +18,7 @@ from textbatch.models.classifiers import TextClassifier
 from textbatch.training.checkpoint import checkpoint_folders
 from textbatch.training.loop import _train_window, evaluate, fit, resolve_device
 
-TIMING = ("seconds", "tokens_per_second")
+TIMING = ("seconds", "thread_seconds", "tokens_per_second")
 
 
 def _loader(num_workers: int, **options) -> tuple[DataLoader, BucketBatchSampler]:

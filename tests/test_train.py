@@ -11,7 +11,7 @@ from textbatch.models.classifiers import BackboneClassifier, TextClassifier
 from textbatch.training.checkpoint import find_checkpoint
 from textbatch.training.loop import TrainingDiverged, evaluate, fit
 
-TIMING = ("seconds", "tokens_per_second")
+TIMING = ("seconds", "thread_seconds", "tokens_per_second")
 
 
 @pytest.fixture(scope="module")
