@@ -83,6 +83,57 @@ def test_plain_iterables_split_across_ranks():
 
 
 @pytest.mark.timeout(120)
+def test_a_datasets_iterable_is_read_once_across_workers_and_ranks():
+    """A datasets.IterableDataset splits itself between DataLoader workers; BucketedStream split
+    each worker's share again by position, so 2 workers read half the examples, without a
+    word. It is now split here between ranks only (split_dataset_by_node)."""
+    import datasets
+    from datasets.distributed import split_dataset_by_node
+
+    examples = synthetic(200, seed=5)
+    table = datasets.Dataset.from_list(examples)
+    for shards, workers, ranks in [(1, 2, 1), (2, 2, 1), (4, 2, 2), (4, 0, 2)]:
+        source = table.to_iterable_dataset(num_shards=shards)
+        seen = Counter()
+        for rank in range(ranks):
+            stream = BucketedStream(source, batch_size=8, buffer_size=40, num_replicas=ranks,
+                                    rank=rank)  # fmt: skip
+            loader = torch.utils.data.DataLoader(
+                stream, batch_size=None, num_workers=workers, collate_fn=lambda batch: [batch]
+            )
+            seen += ids(batch for batches in loader for batch in batches)
+        assert seen == Counter(range(200)), (shards, workers, ranks)
+    # split by node already (as this rank): not split again; as another rank: an error
+    source = table.to_iterable_dataset(num_shards=4)
+    seen = Counter()
+    for rank in range(2):
+        mine = split_dataset_by_node(source, rank=rank, world_size=2)
+        seen += ids(BucketedStream(mine, batch_size=8, buffer_size=40, num_replicas=2, rank=rank))
+    assert seen == Counter(range(200))
+    with pytest.raises(TextBatchError, match="split by node as rank 0 of 2, but this is rank 1"):
+        BucketedStream(split_dataset_by_node(source, rank=0, world_size=2), batch_size=8,
+                       num_replicas=2, rank=1)  # fmt: skip
+
+
+def test_a_streaming_dataset_over_a_split_datasets_iterable_is_not_split_again(
+    tokenizer, corpus_records
+):
+    import datasets
+    from datasets.distributed import split_dataset_by_node
+
+    names = sorted({r["label"] for r in corpus_records})
+    source = datasets.Dataset.from_list(corpus_records[:120]).to_iterable_dataset(num_shards=4)
+    texts = Counter()
+    for rank in range(2):
+        mine = split_dataset_by_node(source, rank=rank, world_size=2)
+        stream = StreamingTextDataset(mine, tokenizer, label_names=names, num_replicas=2, rank=rank)
+        texts += Counter(tuple(e["input_ids"]) for e in stream)
+    expected = StreamingTextDataset(source, tokenizer, label_names=names)
+    assert texts == Counter(tuple(e["input_ids"]) for e in expected)
+    assert sum(texts.values()) == 120
+
+
+@pytest.mark.timeout(120)
 def test_dataloader_workers_over_a_streaming_dataset(tokenizer, corpus_records):
     names = sorted({r["label"] for r in corpus_records})
     stream = StreamingTextDataset(corpus_records, tokenizer, label_names=names)

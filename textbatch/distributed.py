@@ -96,3 +96,34 @@ def init_distributed(device: torch.device) -> bool:
         torch.cuda.set_device(device)
     dist.init_process_group(backend)
     return True
+
+
+def is_hf_iterable(source: object) -> bool:
+    """True for a ``datasets.IterableDataset``, which splits itself between ``DataLoader``
+    workers (by its shards), but not between ranks unless split by node."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        return False
+    return isinstance(source, datasets.IterableDataset)
+
+
+def hf_rank_share(source: T, num_replicas: int, rank: int) -> T:
+    """This rank's share of a ``datasets.IterableDataset``, by
+    ``datasets.distributed.split_dataset_by_node``; ``source`` as it is on one rank, or when it
+    was split by node already (as that rank of that many, which must agree with ``rank`` and
+    ``num_replicas`` where those are more than one: split again, it lost examples)."""
+    split = getattr(source, "_distributed", None)
+    if split is not None:
+        if num_replicas > 1 and (split.rank, split.world_size) != (rank, num_replicas):
+            raise TextBatchError(
+                f"the datasets.IterableDataset was split by node as rank {split.rank} of "
+                f"{split.world_size}, but this is rank {rank} of {num_replicas}: split it as "
+                "this rank, or pass it unsplit (textbatch splits it)."
+            )
+        return source
+    if num_replicas == 1:
+        return source
+    from datasets.distributed import split_dataset_by_node
+
+    return split_dataset_by_node(source, rank=rank, world_size=num_replicas)

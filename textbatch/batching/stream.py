@@ -32,7 +32,13 @@ from textbatch.batching.planning import (
     per_batch_by_code,
 )
 from textbatch.checks import non_negative_int, positive_int
-from textbatch.distributed import dataloader_worker, resolve_rank, shard_records
+from textbatch.distributed import (
+    dataloader_worker,
+    hf_rank_share,
+    is_hf_iterable,
+    resolve_rank,
+    shard_records,
+)
 from textbatch.errors import TextBatchError
 
 Example = Mapping[str, Any]
@@ -80,8 +86,11 @@ class BucketedStream(torch.utils.data.IterableDataset):
     Args:
         source: an iterable of examples with ``input_ids`` (and optionally ``length``), e.g. a
             ``StreamingTextDataset``, which splits itself between ranks and workers (it says so
-            with ``shards_itself = True``); any other iterable is split here, round-robin by
-            position between ranks and their workers, so that no example is seen twice.
+            with ``shards_itself = True``). A ``datasets.IterableDataset`` splits itself between
+            workers (by its shards: give it at least as many as workers) and is split here
+            between ranks with ``split_dataset_by_node`` (unless it was split so already); any
+            other iterable is split here, round-robin by position between ranks and their
+            workers, so that no example is seen twice.
         batch_size, max_tokens: as in ``BucketBatchSampler`` (either or both).
         buffer_size: examples held and sorted at a time (more: less padding, more memory).
         seed, mix, pad_to_multiple_of, quadratic_length: as in ``BucketBatchSampler``.
@@ -135,6 +144,8 @@ class BucketedStream(torch.utils.data.IterableDataset):
         self.pad_to_multiple_of = check_pad_to_multiple_of(pad_to_multiple_of)
         self.quadratic_length = quadratic_length
         self.rank, self.num_replicas = _ranks(source, num_replicas, rank)
+        if is_hf_iterable(source):  # it splits itself between workers; here between ranks
+            self.source = hf_rank_share(source, self.num_replicas, self.rank)
         # Places an example may move per unit of `mix`, by sort code: a batch's worth of
         # examples, at most TOKEN_REACH under a token budget (as in BucketBatchSampler).
         if max_tokens is None:
@@ -163,8 +174,8 @@ class BucketedStream(torch.utils.data.IterableDataset):
     def _examples(self, records: Iterator[Example], start: int) -> Iterator[Example]:
         """This rank's and worker's share of ``records``, whose first is at ``start``; counts
         in ``_read`` the records taken from the source up to the last one yielded."""
-        if getattr(self.source, "shards_itself", False):
-            yield from records
+        if getattr(self.source, "shards_itself", False) or is_hf_iterable(self.source):
+            yield from records  # split already (a datasets.IterableDataset: between workers)
             return
         for position, example in shard_records(records, self.num_replicas, self.rank, start):
             self._read = position + 1

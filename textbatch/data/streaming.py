@@ -15,16 +15,14 @@ from textbatch.data.columns import check_label_names, is_blank, label_text
 from textbatch.data.dataset import Example, Transform, file_format, load_file, resolve_max_length
 from textbatch.data.tokenizers import makes_token_types
 from textbatch.data.truncation import encode_truncated
-from textbatch.distributed import dataloader_worker, resolve_rank, shard_records
+from textbatch.distributed import (
+    dataloader_worker,
+    hf_rank_share,
+    is_hf_iterable,
+    resolve_rank,
+    shard_records,
+)
 from textbatch.errors import TextBatchError, TextBatchWarning
-
-
-def _is_hf_iterable(source: Any) -> bool:
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        return False
-    return isinstance(source, datasets.IterableDataset)
 
 
 class StreamingTextDataset(torch.utils.data.IterableDataset):
@@ -111,7 +109,7 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
 
     @staticmethod
     def _class_label_names(source: Any, label: str | None) -> list[str] | None:
-        features = getattr(source, "features", None) if _is_hf_iterable(source) else None
+        features = getattr(source, "features", None) if is_hf_iterable(source) else None
         feature = features.get(label) if features and label else None
         names = getattr(feature, "names", None)
         return list(names) if names else None
@@ -156,15 +154,11 @@ class StreamingTextDataset(torch.utils.data.IterableDataset):
         """This rank's and worker's ``(position, record)`` pairs. A plain iterable is split
         round-robin and positions count the whole stream; a ``datasets.IterableDataset`` is
         split by ``datasets`` and positions count what this process reads."""
-        if not _is_hf_iterable(self.source):
+        if not is_hf_iterable(self.source):
             yield from shard_records(self.source, self.num_replicas, self.rank)
             return
-        from datasets.distributed import split_dataset_by_node
-
         dataloader_worker()  # in a worker: the tokenizer runs serially
-        source = self.source
-        if self.num_replicas > 1:
-            source = split_dataset_by_node(source, self.rank, self.num_replicas)
+        source = hf_rank_share(self.source, self.num_replicas, self.rank)
         yield from enumerate(source)  # datasets splits its shards between workers itself
 
     def __iter__(self) -> Iterator[Example]:
