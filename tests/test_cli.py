@@ -490,3 +490,50 @@ def test_pretrained_defaults_bound_memory_and_read_max_length_off_the_data(
     saved = json.loads((out / "model" / "textbatch_model.json").read_text())
     assert saved["max_length"] == expected
     assert np.percentile(lengths, 99) <= expected
+
+
+def _short_encoder(tmp_path, tokenizer, kind="bert"):
+    """A tiny encoder of 40 positions, its tokenizer beside it (whose limit is 512)."""
+    from transformers import AutoModel, BertConfig, DebertaV2Config
+
+    config = (BertConfig if kind == "bert" else DebertaV2Config)(
+        vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=40,
+    )  # fmt: skip
+    path = tmp_path / kind
+    AutoModel.from_config(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_train_keeps_within_a_backbones_position_embeddings(files, tmp_path, capsys, tokenizer):
+    """The tokenizer's 512 was taken for the model's limit: training failed at the first long
+    batch with a traceback (IndexError: index out of range in self)."""
+    model = _short_encoder(tmp_path, tokenizer)
+    args = ["train", "--data", files[0], "--model", model, "--epochs", 1, "--no-progress"]
+    code, out, err = run(capsys, *args, "--out", tmp_path / "run")
+    assert code == 0, err
+    assert "max_length capped at 40 tokens" in out
+    assert (
+        json.loads((tmp_path / "run" / "model" / "textbatch_model.json").read_text())["max_length"]
+        == 40
+    )
+    code, _, err = run(capsys, *args, "--out", tmp_path / "over", "--max-length", 64)
+    assert code == 2
+    assert "--max-length 64 is more than the 40 tokens" in err and "--max-length 40" in err
+
+
+def test_train_refuses_packing_for_an_encoder_not_known_to_take_it(
+    files, tmp_path, capsys, tokenizer, monkeypatch
+):
+    """DeBERTa-v2 failed at its first packed batch with a traceback."""
+    import textbatch.cli.recipes as recipes
+
+    def unread(*args, **kwargs):
+        raise AssertionError("the data was read before the refusal")
+
+    monkeypatch.setattr(recipes, "_from_file", unread)
+    model = _short_encoder(tmp_path, tokenizer, "deberta-v2")
+    args = ["train", "--data", files[0], "--model", model, "--packing", "--no-progress"]
+    code, _, err = run(capsys, *args, "--out", tmp_path / "run")
+    assert code == 2 and "not 'deberta-v2'" in err and "without --packing" in err

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from textbatch import PaddingCollator, TextBatchError
+from textbatch import PackingCollator, PaddingCollator, TextBatchError
 from textbatch.models.classifiers import BackboneClassifier, TextClassifier, load_model
 
 SEQUENCES = [[2, 17, 40, 9, 33, 3], [2, 8, 3], list(range(2, 30))]
@@ -133,6 +133,112 @@ def test_heads_the_backbone_does_not_have_are_left_out(tmp_path):
         kind(config).save_pretrained(tmp_path / kind.__name__)
         model = BackboneClassifier.from_pretrained(tmp_path / kind.__name__, num_labels=2)
         assert len(model.backbone.encoder.layer) == 1
+
+
+def _tiny_encoder(tmp_path, kind="bert", dtype=None, **options):
+    """A tiny random encoder of ``kind`` saved under ``tmp_path`` (saved in ``dtype``)."""
+    from transformers import AutoModel, BertConfig, DebertaV2Config
+
+    settings = dict(vocab_size=60, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                    intermediate_size=32, max_position_embeddings=40)  # fmt: skip
+    config = (BertConfig if kind == "bert" else DebertaV2Config)(**{**settings, **options})
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    if dtype is not None:
+        model = model.to(dtype)
+    path = tmp_path / f"{kind}-{dtype}"
+    model.save_pretrained(path)
+    return path
+
+
+def test_a_bfloat16_checkpoint_loads_in_float32_and_any_backbone_takes_its_head(tmp_path):
+    """transformers 5 loads weights in the dtype they were saved in, and the head was always
+    float32: a bfloat16 checkpoint failed at its first batch (mat1 and mat2 must have the same
+    dtype), also reloaded after .to(torch.bfloat16) and save_pretrained."""
+    path = _tiny_encoder(tmp_path, dtype=torch.bfloat16)
+    model = BackboneClassifier.from_pretrained(path, num_labels=2)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    batch = PaddingCollator(0)([{"input_ids": [2, 7, 9, 3]}, {"input_ids": [2, 5, 3]}])
+    assert model(**batch).logits.dtype == torch.float32
+    half = model.to(torch.bfloat16)
+    assert half(**batch).logits.dtype == torch.bfloat16
+    half.save_pretrained(tmp_path / "saved")
+    again = load_model(tmp_path / "saved")
+    assert {p.dtype for p in again.parameters()} == {torch.float32}
+    assert again(**batch).logits.shape == (2, 2)
+    backbone = again.backbone.to(torch.bfloat16)  # a head built on it takes its dtype
+    assert BackboneClassifier(backbone, 2)(**batch).logits.dtype == torch.bfloat16
+
+
+def test_sequences_longer_than_the_position_embeddings_are_refused_clearly(tmp_path):
+    """The limit was never checked: training failed inside the embeddings with 'IndexError:
+    index out of range in self' (the tokenizer's 512 against the model's 40 positions)."""
+    from textbatch.models.classifiers import backbone_position_limit
+
+    path = _tiny_encoder(tmp_path)
+    assert backbone_position_limit(path) == 40
+    with pytest.raises(TextBatchError, match="max_length=41 is more than the 40 tokens"):
+        BackboneClassifier.from_pretrained(path, num_labels=2, max_length=41)
+    model = BackboneClassifier.from_pretrained(path, num_labels=2, max_length=40)
+    assert model(**PaddingCollator(0, padding_side="left")([{"input_ids": [5] * 40}, {
+        "input_ids": [5] * 3}])).logits.shape == (2, 2)  # fmt: skip
+    with pytest.raises(TextBatchError, match="a sequence of 41 tokens is longer than the 40"):
+        model(**PaddingCollator(0)([{"input_ids": [5] * 41}]))
+    packed = PackingCollator(0, capacity=50)([{"input_ids": [5] * 41}, {"input_ids": [5] * 3}])
+    with pytest.raises(TextBatchError, match="a sequence of 41 tokens is longer than the 40"):
+        model(**packed)
+
+
+def test_an_encoder_not_known_to_take_packed_batches_is_refused(tmp_path):
+    """DeBERTa-v2 multiplies its embeddings by the mask and failed on a 4-D one with a raw
+    RuntimeError; families checked to give padded logits packed are accepted."""
+    deberta = BackboneClassifier.from_pretrained(_tiny_encoder(tmp_path, "deberta-v2"), 2)
+    features = [{"input_ids": [2, 7, 9, 3]}, {"input_ids": [2, 5, 3]}]
+    assert deberta(**PaddingCollator(0)(features)).logits.shape == (2, 2)
+    with pytest.raises(TextBatchError, match=r"not 'deberta-v2'.*without --packing"):
+        deberta(**PackingCollator(0, capacity=16)(features))
+    bert = BackboneClassifier.from_pretrained(_tiny_encoder(tmp_path), 2)
+    torch.testing.assert_close(
+        bert(**PackingCollator(0, capacity=16)(features)).logits,
+        bert(**PaddingCollator(0)(features)).logits,
+        atol=1e-5,
+        rtol=0,
+    )
+
+
+def test_a_saved_classifier_refuses_options_it_would_ignore(tmp_path):
+    path = _tiny_encoder(tmp_path)
+    BackboneClassifier.from_pretrained(path, 3, pooling="mean").save_pretrained(tmp_path / "c")
+    with pytest.raises(TextBatchError, match=r"not with num_labels=5 \(saved: 3\), pooling="):
+        BackboneClassifier.from_pretrained(tmp_path / "c", num_labels=5, pooling="cls")
+    same = BackboneClassifier.from_pretrained(tmp_path / "c", num_labels=3, pooling="mean")
+    assert same.config["pooling"] == "mean"
+
+
+def test_loaded_models_are_in_one_mode_and_evaluate_puts_modes_back(tmp_path, tokenizer):
+    """A new head on a pretrained encoder was in train mode over an encoder in eval mode (HF's
+    from_pretrained sets that), and evaluate() left a model in eval mode: a loop of one's own
+    then trained on without dropout."""
+    from torch.utils.data import DataLoader
+
+    from textbatch import TextDataset
+    from textbatch.training.loop import evaluate
+
+    path = _tiny_encoder(tmp_path, vocab_size=len(tokenizer))
+    model = BackboneClassifier.from_pretrained(path, num_labels=2)
+    assert {m.training for m in model.modules()} == {False}  # eval, as transformers gives one
+    model.save_pretrained(tmp_path / "saved")
+    TextClassifier(60, 2, dim=8).save_pretrained(tmp_path / "small")
+    for folder in ("saved", "small"):
+        assert {m.training for m in load_model(tmp_path / folder).modules()} == {False}
+    records = [{"text": "a b", "label": "x"}, {"text": "c", "label": "y"}]
+    dataset = TextDataset.from_records(records, tokenizer, max_length=40)
+    loader = DataLoader(dataset, batch_size=2, collate_fn=PaddingCollator.from_tokenizer(tokenizer))
+    model.train()
+    model.backbone.embeddings.eval()  # a mixed state of one's own is kept as it was
+    before = [m.training for m in model.modules()]
+    evaluate(model, loader, device="cpu")
+    assert [m.training for m in model.modules()] == before and model.training
 
 
 @pytest.mark.slow

@@ -22,7 +22,12 @@ from textbatch.data.tokenizers import load_tokenizer, train_tokenizer
 from textbatch.distributed import barrier, init_distributed, is_main_process
 from textbatch.errors import TextBatchError
 from textbatch.files import atomic_folder, write_json
-from textbatch.models.classifiers import BackboneClassifier, TextClassifier
+from textbatch.models.classifiers import (
+    BackboneClassifier,
+    TextClassifier,
+    backbone_position_limit,
+    check_packable,
+)
 from textbatch.training.checkpoint import checkpoint_folders
 from textbatch.training.defaults import BACKBONE_WARMUP, default_epochs, suggest_max_length
 from textbatch.training.loop import fit, resolve_device
@@ -100,6 +105,10 @@ def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> 
     # Only a checkpoint makes a resume: before the first one, --resume starts over, and
     # whatever an earlier attempt left in --out (its tokenizer) is made anew.
     resuming = config.resume and bool(checkpoint_folders(out / "checkpoints"))
+    if config.packing and config.backbone:  # before tokenising, not at the first batch
+        from transformers import AutoConfig
+
+        check_packable(AutoConfig.from_pretrained(config.model, local_files_only=True).model_type)
     tok = _run_tokenizer(config, out, main, resuming)
     max_length = _run_max_length(config, tok, main)
     train, evaluation = _run_datasets(config, tok, main, max_length)
@@ -196,6 +205,8 @@ def _run_max_length(config: TrainConfig, tok: Any, main: bool) -> int:
     at the model's limit first; both are cached)."""
     pair = config.text_pair is not None
     cap = resolve_max_length(tok, config.max_length, pair=pair)
+    if config.backbone:
+        cap = _within_positions(config, cap, main)
     if config.max_length is not None or not config.backbone:
         return cap
     full = _from_file(config.data, tok, main, **_dataset_options(config), max_length=cap)
@@ -207,6 +218,24 @@ def _run_max_length(config: TrainConfig, tok: Any, main: bool) -> int:
             f"rounded up, within the model's {cap}; --max-length sets it"
         )
     return chosen
+
+
+def _within_positions(config: TrainConfig, cap: int, main: bool) -> int:
+    """``cap``, or the backbone's position limit where that is smaller: the tokenizer's limit
+    (or 512 where it sets none) may be more than the encoder has position embeddings for, and
+    training failed at the first long batch with ``IndexError: index out of range in self``.
+    A ``--max-length`` above the limit is an error."""
+    limit = backbone_position_limit(config.model)
+    if limit is None or cap <= limit:
+        return cap
+    if config.max_length is not None:
+        raise TextBatchError(
+            f"--max-length {config.max_length} is more than the {limit} tokens {config.model!r} "
+            f"has position embeddings for; pass --max-length {limit} or less."
+        )
+    if main:
+        print(f"max_length capped at {limit} tokens: the model's position embeddings end there")
+    return limit
 
 
 def _dataset_options(config: TrainConfig) -> dict[str, Any]:

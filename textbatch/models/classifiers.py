@@ -310,7 +310,7 @@ class TextClassifier(nn.Module):
         config = read_config(Path(directory), "TextClassifier")
         model = cls(**config)
         _load_weights(model, Path(directory))
-        return model
+        return model.eval()  # as transformers' from_pretrained gives a model
 
 
 class BackboneClassifier(nn.Module):
@@ -349,12 +349,22 @@ class BackboneClassifier(nn.Module):
         )
         hidden = backbone.config.hidden_size
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(hidden, num_labels)
+        # in the backbone's dtype: a float32 head on a bfloat16 backbone failed at its first batch
+        dtype = next(backbone.parameters()).dtype
+        self.head = nn.Linear(hidden, num_labels, dtype=dtype)
         self._takes_positions = "position_ids" in _forward_arguments(backbone)
         self._takes_types = "token_type_ids" in _forward_arguments(backbone)
         # RoBERTa-style embeddings count positions from padding_idx + 1.
         padding_idx = getattr(getattr(backbone, "embeddings", None), "padding_idx", None)
         self.position_offset = 0 if padding_idx is None else int(padding_idx) + 1
+        self.max_positions = position_limit(backbone)
+        limit = self.max_positions
+        if max_length is not None and limit is not None and max_length > limit:
+            raise TextBatchError(
+                f"max_length={max_length} is more than the {limit} tokens the backbone has "
+                "position embeddings for; truncate to at most that many."
+            )
+        self.train(backbone.training)  # one mode for the whole model, as the backbone came
 
     @property
     def num_labels(self) -> int:
@@ -365,25 +375,40 @@ class BackboneClassifier(nn.Module):
         cls,
         path: str | os.PathLike,
         num_labels: int | None = None,
-        pooling: str = "cls",
-        dropout: float = 0.1,
+        pooling: str | None = None,
+        dropout: float | None = None,
         label_names: list[str] | None = None,
         max_length: int | None = None,
     ) -> BackboneClassifier:
-        """A head on the encoder at ``path`` (a local Hugging Face model directory), or a whole
-        classifier saved by :meth:`save_pretrained`. Nothing is downloaded, and no remote code
-        runs."""
+        """A head on the encoder at ``path`` (a local Hugging Face model directory; ``pooling``
+        ``"cls"`` and ``dropout`` 0.1 unless given), or a whole classifier saved by
+        :meth:`save_pretrained` (an option given that differs from the saved one is an error:
+        it was ignored). The weights load in float32 whatever dtype they were saved in (train
+        in float32; ``amp`` lowers the precision on CUDA); ``.to(dtype)`` for another. The
+        model comes in eval mode, as ``transformers`` gives one (``fit`` trains it in train
+        mode). Nothing is downloaded, and no remote code runs."""
         path = Path(path)
+        given = {"num_labels": num_labels, "pooling": pooling, "dropout": dropout,
+                 "label_names": label_names, "max_length": max_length}  # fmt: skip
         if (path / CONFIG_FILE).is_file():
             config = read_config(path, "BackboneClassifier")
+            _check_saved_options(path, config, given)
             model = cls(_load_backbone(path / "backbone"), **config)
             _load_weights(model.head_module(), path)
-            return model
+            return model.eval()
         if num_labels is None:
             num_labels = len(label_names) if label_names else None
         if num_labels is None:
             raise TextBatchError("give num_labels (or label_names) for a new classification head.")
-        return cls(_load_backbone(path), num_labels, pooling, dropout, label_names, max_length)
+        model = cls(
+            _load_backbone(path),
+            num_labels,
+            "cls" if pooling is None else pooling,
+            0.1 if dropout is None else dropout,
+            label_names,
+            max_length,
+        )
+        return model.eval()
 
     def head_module(self) -> nn.Module:
         """The layers textbatch adds to the backbone (saved apart from it)."""
@@ -404,6 +429,7 @@ class BackboneClassifier(nn.Module):
         from ``sequence_ids`` unless the collator made it, with ``mask=True``)."""
         packed = sequence_ids is not None
         if packed:
+            check_packable(getattr(self.backbone.config, "model_type", None))
             if attention_mask is None:
                 attention_mask = block_diagonal_mask(sequence_ids)  # (R, 1, W, W)
             if attention_mask.ndim != 4 or position_ids is None:
@@ -420,6 +446,7 @@ class BackboneClassifier(nn.Module):
                 attention_mask = attention_mask.to(dtype)
         elif attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        self._check_positions(position_ids if packed else attention_mask, packed)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self._takes_positions:
             inputs["position_ids"] = (
@@ -442,6 +469,22 @@ class BackboneClassifier(nn.Module):
         logits = self.head(self.dropout(pooled))  # (B, num_labels)
         return SequenceClassifierOutput(loss=classification_loss(logits, labels), logits=logits)
 
+    def _check_positions(self, positions_or_mask: torch.Tensor, packed: bool) -> None:
+        """A clear error for a sequence longer than the backbone's position embeddings (it
+        failed inside them with ``IndexError: index out of range in self``)."""
+        if self.max_positions is None or not positions_or_mask.numel():
+            return
+        if packed:
+            longest = int(positions_or_mask.max()) + 1 - self.position_offset
+        else:
+            longest = int(positions_or_mask.ne(0).sum(dim=1).max())
+        if longest > self.max_positions:
+            raise TextBatchError(
+                f"a sequence of {longest} tokens is longer than the {self.max_positions} the "
+                "backbone has position embeddings for; truncate to at most that many (max_length "
+                f"{self.max_positions}, textbatch train --max-length {self.max_positions})."
+            )
+
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write the backbone (Hugging Face format, safetensors) under ``backbone/``, the head's
         weights and the configuration."""
@@ -452,6 +495,62 @@ class BackboneClassifier(nn.Module):
         _save_weights(self.head_module(), directory)
         write_json(directory / CONFIG_FILE, {"type": "BackboneClassifier", **self.config})
         return directory
+
+
+# Encoder families whose packed logits were checked equal to padded ones (cls and mean pooling,
+# sdpa and eager attention, 2026-12-05): they take a 4-D block-diagonal mask and position_ids.
+# Others may fail (DeBERTa-v2 multiplies its embeddings by the mask) or attend across sequences.
+PACKABLE_MODEL_TYPES = frozenset(
+    {"albert", "bert", "distilbert", "electra", "mpnet", "roberta", "xlm-roberta"}
+)
+
+
+def check_packable(model_type: str | None) -> None:
+    """Refuse packed batches for an encoder family not known to take them."""
+    if model_type not in PACKABLE_MODEL_TYPES:
+        raise TextBatchError(
+            f"packed batches are checked for {', '.join(sorted(PACKABLE_MODEL_TYPES))} "
+            f"encoders, not {model_type!r} (DeBERTa-v2, for one, fails on them); train it on "
+            "padded batches (without --packing / PackingCollator)."
+        )
+
+
+def _check_saved_options(path: Path, saved: dict[str, Any], given: dict[str, Any]) -> None:
+    """Refuse options given to ``from_pretrained`` of a saved classifier that differ from the
+    ones it was saved with (they were silently ignored)."""
+    differ = [
+        f"{name}={value!r} (saved: {saved.get(name)!r})"
+        for name, value in given.items()
+        if value is not None and value != saved.get(name)
+    ]
+    if differ:
+        raise TextBatchError(
+            f"{str(path)!r} holds a saved classifier, which loads as it was saved, not with "
+            f"{', '.join(differ)}; leave those out, or put a new head on its backbone with "
+            f"BackboneClassifier.from_pretrained({str(path / 'backbone')!r}, ...)."
+        )
+
+
+def position_limit(backbone: nn.Module) -> int | None:
+    """Tokens per sequence the backbone's learned absolute position embeddings allow (their
+    count less the RoBERTa-style offset); None where it has none (e.g. rotary or relative
+    positions only)."""
+    embeddings = getattr(backbone, "embeddings", None)
+    table = getattr(embeddings, "position_embeddings", None)
+    if not isinstance(table, nn.Embedding):
+        return None
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    return table.num_embeddings - (0 if padding_idx is None else int(padding_idx) + 1)
+
+
+def backbone_position_limit(path: str | os.PathLike) -> int | None:
+    """:func:`position_limit` of the encoder at ``path``, read off its config.json (the model
+    built on the meta device: no weights read, no memory taken)."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
+    with torch.device("meta"), _quiet_transformers():
+        return position_limit(AutoModel.from_config(config))
 
 
 def _forward_arguments(module: nn.Module) -> set[str]:
@@ -473,6 +572,7 @@ def _load_backbone(path: Path) -> nn.Module:
         options: dict[str, Any] = {"local_files_only": True}
         if "add_pooling_layer" in _init_arguments(AutoModel, config):
             options["add_pooling_layer"] = False  # we pool ourselves; unused weights upset DDP
+        options["dtype"] = torch.float32  # transformers 5 keeps the saved one (e.g. bfloat16)
         with _quiet_transformers():  # it would report the pooler we leave out on purpose
             model, info = AutoModel.from_pretrained(str(path), output_loading_info=True, **options)
     except Exception as error:  # OSError, UnpicklingError, safetensors' and torch's own errors

@@ -150,14 +150,34 @@ def _all_reduce(values: list[float], device: torch.device) -> list[float]:
 # ---------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
 def evaluate(
     model: torch.nn.Module, loader: Any, device: str | torch.device = "auto", amp: bool = True
 ) -> dict[str, float]:
     """Accuracy, macro-F1 (over the classes present in labels or predictions) and mean loss per
     example, over all ranks' shares of ``loader``: under DDP each example counts once, not the
-    repeats that keep the ranks' batch counts even."""
-    device = resolve_device(device)
+    repeats that keep the ranks' batch counts even. The model is evaluated in eval mode and
+    left in the mode each of its modules was in (a loop of one's own that evaluates each epoch
+    trained on without dropout)."""
+    with _modes_kept(model):
+        return _evaluate(model, loader, resolve_device(device), amp)
+
+
+@contextmanager
+def _modes_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Put every module's train or eval mode back after the block: one ``model.train(flag)``
+    would not, where a pretrained backbone is in eval mode under a head in train mode."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@torch.no_grad()
+def _evaluate(
+    model: torch.nn.Module, loader: Any, device: torch.device, amp: bool
+) -> dict[str, float]:
     model.to(device).eval()
     num_labels = _unwrap(model).num_labels
     confusion = torch.zeros(num_labels, num_labels, dtype=torch.float64, device=device)
@@ -741,15 +761,14 @@ def _start_threads(
 def _leaving_no_trace(model: torch.nn.Module) -> Iterator[None]:
     """Passes that change nothing: dropout off, the RNG and every gradient put back after."""
     gradients = [(parameter, parameter.grad) for parameter in model.parameters()]
-    training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[]):
-            yield
-    finally:
-        for parameter, gradient in gradients:
-            parameter.grad = gradient
-        model.train(training)
+    with _modes_kept(model):
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                yield
+        finally:
+            for parameter, gradient in gradients:
+                parameter.grad = gradient
 
 
 def _backward_pass(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> None:
