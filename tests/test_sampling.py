@@ -96,7 +96,7 @@ def test_drop_last_drops_only_incomplete_batches(n, batch_size, num_replicas, ep
     lengths = long_tailed(n, seed=n)
     usable_steps = n // batch_size // num_replicas
     if usable_steps == 0:
-        with pytest.raises(TextBatchError, match="epoch would be empty"):
+        with pytest.raises(TextBatchError, match=r"epoch would be empty \(epoch 0\)"):
             BucketBatchSampler(lengths, batch_size, drop_last=True, num_replicas=num_replicas)
         return
     samplers, per_rank = all_rank_batches(
@@ -714,3 +714,20 @@ def test_plans_are_pinned_to_the_state_version(n):
                 digest.update(np.asarray(array, dtype=np.int64).tobytes())
         digests[name] = digest.hexdigest()
     assert digests == PINNED_DIGESTS[n]
+
+
+def test_a_later_epoch_that_drop_last_would_empty_is_an_error():
+    """Under a token budget the batch count follows each epoch's shuffle: only epoch 0 was
+    checked, so epoch 1 of this sampler dropped all 7 examples and a loop trained on nothing
+    (typical_batch raised 'attempt to get argmin of an empty sequence')."""
+    lengths = [17, 18, 30, 23, 50, 55, 89]
+    options = dict(max_tokens=256, drop_last=True, num_replicas=3, rank=0, seed=1733)
+    sampler = BucketBatchSampler(lengths, **options)
+    assert len(sampler) == 1
+    with pytest.raises(TextBatchError, match=r"epoch would be empty \(epoch 1\)"):
+        sampler.epoch_lengths(2)
+    sampler.set_epoch(1)
+    for read in (len, list, lambda s: s.typical_batch()):
+        with pytest.raises(TextBatchError, match=r"epoch would be empty \(epoch 1\)"):
+            read(sampler)
+    assert BucketBatchSampler(lengths, **{**options, "drop_last": False}).epoch_lengths(2)[1] > 0

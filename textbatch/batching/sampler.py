@@ -123,18 +123,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         self._finished = False  # the latest pass yielded the epoch's last batch: move on
         self._plans: dict[int, EpochPlan] = {}  # this epoch's and the next one's
         self._fingerprint: str | None = None
-        if self.options.drop_last and len(self) == 0:
-            examples = self.options.num_samples or len(self.lengths)
-            what = (
-                f"one batch of {self.options.batch_size}"
-                if self.options.max_tokens is None
-                else f"{replicas} batches of {self.options.max_tokens} tokens"
-            )
-            raise TextBatchError(
-                f"with drop_last=True an epoch would be empty: {examples} examples do not make "
-                f"{what} per rank ({replicas} ranks). Use drop_last=False, smaller "
-                "batches or fewer ranks."
-            )
+        if self.options.drop_last:
+            self.plan(0)  # an empty epoch is an error (_planned)
 
     def __getattr__(self, name: str) -> Any:
         """The options read as attributes (``sampler.batch_size``, ``sampler.num_replicas``)."""
@@ -151,8 +141,28 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             self._plans = {
                 e: p for e, p in self._plans.items() if e in (self.epoch, self.epoch + 1)
             }
-            self._plans[epoch] = self.planner.plan(epoch)
+            self._plans[epoch] = self._planned(epoch)
         return self._plans[epoch]
+
+    def _planned(self, epoch: int) -> EpochPlan:
+        """Epoch ``epoch`` planned; with ``drop_last``, an error if it holds no batch: under a
+        token budget an epoch's batch count depends on its shuffle, so a later epoch could be
+        empty where epoch 0 was not (a loop then trained on nothing that epoch)."""
+        plan = self.planner.plan(epoch)
+        if self.options.drop_last and len(plan.steps) == 0:
+            replicas = self.options.num_replicas
+            examples = self.options.num_samples or len(self.lengths)
+            what = (
+                f"one batch of {self.options.batch_size}"
+                if self.options.max_tokens is None
+                else f"{replicas} batches of {self.options.max_tokens} tokens"
+            )
+            raise TextBatchError(
+                f"with drop_last=True an epoch would be empty (epoch {epoch}): {examples} "
+                f"examples do not make {what} per rank ({replicas} ranks). Use "
+                "drop_last=False, smaller batches or fewer ranks."
+            )
+        return plan
 
     # ------------------------------------------------------------------ the Sampler interface
     def __iter__(self) -> Iterator[list[int]]:
@@ -206,9 +216,7 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
         if self.options.max_tokens is None:
             return [len(self.plan().steps)] * epochs
         kept = (self.epoch, self.epoch + 1)  # plan() keeps these; others are planned and let go
-        return [
-            len((self.plan(e) if e in kept else self.planner.plan(e)).steps) for e in range(epochs)
-        ]
+        return [len((self.plan(e) if e in kept else self._planned(e)).steps) for e in range(epochs)]
 
     def first_uses(self, epoch: int | None = None) -> list[np.ndarray]:
         """For each of this rank's batches of an epoch (default: the current one), True where
