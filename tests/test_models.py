@@ -222,7 +222,7 @@ def test_loaded_models_are_in_one_mode_and_evaluate_puts_modes_back(tmp_path, to
     from torch.utils.data import DataLoader
 
     from textbatch import TextDataset
-    from textbatch.training.loop import evaluate
+    from textbatch.training.loop import evaluate, predict_proba
 
     path = _tiny_encoder(tmp_path, vocab_size=len(tokenizer))
     model = BackboneClassifier.from_pretrained(path, num_labels=2)
@@ -239,6 +239,8 @@ def test_loaded_models_are_in_one_mode_and_evaluate_puts_modes_back(tmp_path, to
     before = [m.training for m in model.modules()]
     evaluate(model, loader, device="cpu")
     assert [m.training for m in model.modules()] == before and model.training
+    assert len(list(predict_proba(model, loader, device="cpu"))) == 1
+    assert [m.training for m in model.modules()] == before
 
 
 @pytest.mark.slow

@@ -258,12 +258,14 @@ def _distributed_first_uses(sampler: Any, batch_size: int) -> list[np.ndarray]:
 def predict_proba(
     model: torch.nn.Module, loader: Any, device: str | torch.device = "auto"
 ) -> Iterator[torch.Tensor]:
-    """Class probabilities (B, num_labels) for each batch of ``loader``, in its order."""
+    """Class probabilities (B, num_labels) for each batch of ``loader``, in its order, in eval
+    mode (every module's mode put back once the batches are read, as :func:`evaluate`)."""
     device = resolve_device(device)
-    model.to(device).eval()
-    for batch in loader:
-        batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
-        yield torch.softmax(model(**batch).logits.float(), dim=-1).cpu()
+    with _modes_kept(model):
+        model.to(device).eval()
+        for batch in loader:
+            batch = to_device({k: v for k, v in batch.items() if k != "labels"}, device)
+            yield torch.softmax(model(**batch).logits.float(), dim=-1).cpu()
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
