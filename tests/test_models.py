@@ -120,6 +120,22 @@ def test_backbone_weights_that_do_not_match_their_config_are_refused(
         BackboneClassifier.from_pretrained(folder, num_labels=2)
 
 
+def test_a_weight_of_another_shape_than_config_json_says_is_named(tiny_bert_dir, tmp_path):
+    """transformers' error said only 'You set ignore_mismatched_sizes to False', pointing at a
+    log report that textbatch mutes."""
+    import json
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(tiny_bert_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    vocab = config["vocab_size"]
+    (folder / "config.json").write_text(json.dumps({**config, "vocab_size": vocab + 10}))
+    expected = rf"word_embeddings.weight: \[{vocab}, 64\] in the files, \[{vocab + 10}, 64\] by"
+    with pytest.raises(TextBatchError, match=expected):
+        BackboneClassifier.from_pretrained(folder, num_labels=2)
+
+
 def test_heads_the_backbone_does_not_have_are_left_out(tmp_path):
     """A masked-LM or classification checkpoint's head (and BERT's pooler) is not the
     encoder's: loading such a checkpoint as a backbone is what fine-tuning does."""

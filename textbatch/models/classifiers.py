@@ -573,6 +573,9 @@ def _load_backbone(path: Path) -> nn.Module:
         if "add_pooling_layer" in _init_arguments(AutoModel, config):
             options["add_pooling_layer"] = False  # we pool ourselves; unused weights upset DDP
         options["dtype"] = torch.float32  # transformers 5 keeps the saved one (e.g. bfloat16)
+        # reported in the loading info, and refused by _check_loaded_weights with their names
+        # (transformers' own error pointed at a log report that is muted here)
+        options["ignore_mismatched_sizes"] = True
         with _quiet_transformers():  # it would report the pooler we leave out on purpose
             model, info = AutoModel.from_pretrained(str(path), output_loading_info=True, **options)
     except Exception as error:  # OSError, UnpicklingError, safetensors' and torch's own errors
@@ -603,7 +606,7 @@ def _check_loaded_weights(model: nn.Module, info: dict[str, Any], path: Path) ->
 
     missing = sorted(info.get("missing_keys") or ())
     unused = sorted(key for key in info.get("unexpected_keys") or () if own(key))
-    mismatched = sorted(str(key) for key in info.get("mismatched_keys") or ())
+    mismatched = sorted(_shapes(key) for key in info.get("mismatched_keys") or ())
     problems = [
         f"{len(keys)} {what} (e.g. {keys[0]})"
         for keys, what in (
@@ -619,6 +622,15 @@ def _check_loaded_weights(model: nn.Module, info: dict[str, Any], path: Path) ->
             f"{'; '.join(problems)}. Check that config.json (e.g. num_hidden_layers) belongs to "
             "these weights, or save the model there again with save_pretrained."
         )
+
+
+def _shapes(mismatch: Any) -> str:
+    """A mismatched weight as ``transformers`` reports it ((name, in the files, in the model)),
+    in words."""
+    if isinstance(mismatch, tuple) and len(mismatch) == 3:
+        name, saved, expected = mismatch
+        return f"{name}: {list(saved)} in the files, {list(expected)} by config.json"
+    return str(mismatch)
 
 
 class _quiet_transformers:
