@@ -555,7 +555,15 @@ MALFORMED = [
         ("two.jsonl", '{"text": "a", "label": "x"}\n\n{"text": "b", "label": "y"} {"text": "c"}\n',
          r"line 3 of .* holds more than one JSON object"),
         ("joined.tsv", 'text\tlabel\n"meh, not for me\tneg\nfine film\tpos\n"bad" film\tneg\n',
+         r"not valid tsv at lines 2 to 4 .*QUOTE_NONE"),
+        ("closed.tsv", 'text\tlabel\n"meh\tneg\nfine film\tpos\nbad film"\tneg\n',
          r"row 0 of .*, column 'text', holds tabs and 2 line breaks"),
+        # A stray quote joined rows 0 to 2 into one text labelled "pos", and pandas read on
+        # without a word; a quoted word at a field's start lost its quotes the same way.
+        ("stray.csv", 'text,label\n"Best app ever,tech\nfine,neg\n"Top" coach wins,pos\n',
+         r"not valid csv at lines 2 to 4 \(',' expected after '\"'\).* rows were joined"),
+        ("word.csv", 'text,label\nfine,neg\n"Top" coach wins,pos\n',
+         r"not valid csv at line 3 .*double the quotes in it"),
         # The check went by the suffix ".jsonl" alone: upper case, and .json files written as
         # JSON Lines (Dataset.to_json, pandas' lines=True), were read as two rows.
         ("upper.JSONL", '{"text": "a", "label": "x"}\n{"text": "b", "label": "y"} {"text": "c"}\n',

@@ -37,6 +37,7 @@ from textbatch.data.delimited import (
     TSV_OPTIONS,
     as_text,
     check_one_object_per_line,
+    check_quotes,
     check_tsv_cells,
     checked_json_stream,
     checked_stream,
@@ -701,6 +702,8 @@ def _load_checked(
                 shutil.rmtree(prepared)
                 break
     fresh = not prepared.is_dir()
+    if fresh and builder == "csv":  # a stray quote joined rows, and pandas read on
+        check_quotes(path, options, shown)
     if builder == "csv":
         with strict_rows():  # a row with more fields than the header is an error
             loader.download_and_prepare()

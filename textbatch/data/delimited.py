@@ -90,6 +90,65 @@ def parse_error(error: BaseException, path: Path, options: dict[str, Any], shown
     return f"{type(root).__name__}: {root}"
 
 
+def check_quotes(path: Path, options: dict[str, Any], shown: str) -> None:
+    """Raise where a quoted field's closing ``"`` is followed by more of the field: a ``"``
+    that opens a field quotes it up to the next ``"``, across separators and lines, so a stray
+    one joined the next rows into one text (with their labels), and pandas reads on without a
+    word; a quoted word at a field's start (``"Top" coach``) lost its quotes the same way."""
+    for _ in strict_records(path, options, shown):
+        pass
+
+
+def strict_records(path: Path | str, options: dict[str, Any], shown: str) -> Iterator[list[str]]:
+    """The records of the delimited UTF-8 file ``path`` as Python's ``csv`` reads them with
+    ``strict=True`` (header included); a malformed quote is an error naming its lines."""
+    limit = csv.field_size_limit()
+    csv.field_size_limit(2**31 - 1)  # a cell may be longer than csv's default 128 KiB
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.reader(
+                handle,
+                delimiter=options.get("sep", ","),
+                quoting=options.get("quoting", csv.QUOTE_MINIMAL),
+                strict=True,
+            )
+            while True:
+                first = reader.line_num + 1
+                try:
+                    record = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as error:
+                    raise _bad_quote(first, reader.line_num, str(error), shown, options) from None
+                yield record
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _bad_quote(first: int, last: int, problem: str, shown: str, options: dict[str, Any]) -> Any:
+    lines = f"line {first}" if first == last else f"lines {first} to {last}"
+    tsv = options.get("sep") == "\t"
+    fix = (
+        "If the file's quotes are text (as in GLUE's tsv files), read it with pandas "
+        "(read_csv(path, sep='\\t', quoting=csv.QUOTE_NONE, keep_default_na=False)) and use "
+        "TextDataset.from_records or from_hf; else quote that field whole"
+        if tsv
+        else "Quote that field whole and double the quotes in it (\"\"\"Top\"\" coach\"), or "
+        "remove a stray '\"'"
+    )
+    kind = "tsv" if tsv else "csv"
+    if "end of data" in problem:  # no closing quote: pandas says "EOF inside string"
+        return TextBatchError(
+            f"{shown!r} is not valid {kind}: the '\"' that opens a field at line {first} is never "
+            f"closed (EOF inside string), so it would quote every line after it. {fix}."
+        )
+    return TextBatchError(
+        f"{shown!r} is not valid {kind} at {lines} ({problem}): a '\"' that opens a field "
+        "quotes it up to the next '\"', which must end the field; here more text follows it, "
+        f"so rows were joined into one text or a quoted word lost its quotes. {fix}."
+    )
+
+
 def check_tsv_cells(dataset: Any, shown: str) -> None:
     """Raise when a string cell of a tsv holds a tab and a line break: only quotes put them
     there, and in a tsv a ``"`` at a field's start is most often text, whose "quote" then ran
@@ -143,14 +202,21 @@ def _checked_rows(path: str, options: dict[str, Any], shown: str) -> Iterator[di
     tsv = read.get("sep") == "\t"
     stream = datasets.load_dataset("csv", data_files=path, split="train", streaming=True, **read)
     rows = iter(stream)
+    # Python's csv, strict, read beside pandas' rows: a malformed quote is an error by the time
+    # pandas has read as many rows as csv records before it (at the latest, at the end)
+    records = (record for record in strict_records(path, read, shown) if record)
+    next(records, None)  # the header
     try:
         with strict_rows():
             for index, row in enumerate(rows):
+                next(records, None)
                 if tsv:
                     for name, cell in row.items():
                         if isinstance(cell, str) and "\t" in cell and "\n" in cell:
                             raise _joined_rows(index, name, cell, shown)
                 yield row
+        for _ in records:
+            pass
     except TextBatchError:
         raise
     except Exception as error:
