@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import textbatch.cli.predict as predict
+from textbatch import TextBatchError
 from textbatch.cli.main import main
 from textbatch.cli.predict import predict_file
 from textbatch.data.columns import invalid_text_rows
@@ -144,6 +145,22 @@ def test_reasons_name_what_is_wrong():
     assert reasons == ["empty text", "missing text", "empty text pair", "empty text"]
     numbers = datasets.Dataset.from_dict({"a": [1, None]})
     assert invalid_text_reasons(numbers, ["a"], [0, 1]) == ["text is not a string", "missing text"]
+
+
+def test_a_chunk_without_invalid_rows_of_a_json_typed_text_column(model_dir, tmp_path):
+    """A jsonl with a number for a text is read as JSON values; a later chunk of predict's with
+    no invalid row crashed (TypeError: ufunc 'invert' not supported: the empty mask was float),
+    so any such file over 8,192 rows failed."""
+    data = tmp_path / "data.jsonl"
+    rows = [{"text": 12345}] + [{"text": f"a fine film number {i}"} for i in range(5)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    try:
+        predict_file(model_dir, data, tmp_path / "p.jsonl", chunk_rows=2)
+    except TextBatchError as error:  # datasets < 5 cannot read such a file
+        assert "JSON parse error" in str(error) or "changed from" in str(error)
+        return
+    reasons = [r["reason"] for r in read_jsonl(tmp_path / "p.jsonl")]
+    assert reasons == ["text is not a string"] + [None] * 5
 
 
 def test_invalid_rows_across_many_arrow_chunks():

@@ -116,7 +116,8 @@ def as_strings(values: Any) -> tuple[Any, np.ndarray]:
     if is_json_type(values.type):
         decoded = list(_json_values(values))
         strings = pa.array([v if isinstance(v, str) else None for v in decoded], pa.string())
-        return strings, np.array([v is not None and not isinstance(v, str) for v in decoded])
+        other = [v is not None and not isinstance(v, str) for v in decoded]
+        return strings, np.array(other, dtype=bool)  # bool also when empty (float otherwise)
     present = ~values.is_null().to_numpy(zero_copy_only=False)
     return pa.nulls(len(values), pa.string()), present
 
