@@ -9,11 +9,12 @@ import json
 import os
 import re
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
-from textbatch import TextBatchWarning, TextDataset
+from textbatch import TextBatchError, TextBatchWarning, TextDataset
 from textbatch.cli.main import main
 from textbatch.cli.words import PHRASES, in_cli_words
 
@@ -119,7 +120,7 @@ def test_flag_values_are_rewritten():
             ["--packing", "--packing-capacity", "8", "--max-length", "64"],
             "Raise --packing-capacity",
         ),
-        ("encoding", ["--data", "LATIN"], "--encoding latin-1"),
+        ("encoding", ["--data", "LATIN"], "--encoding cp1252, what Excel writes on Windows, or"),
     ],
 )
 def test_train_errors_name_flags_not_python(
@@ -205,6 +206,37 @@ def test_the_files_encoding_reads_the_text_as_written(tmp_path, tokenizer, kind)
     expected = TextDataset.from_file(same_in_utf8, tokenizer, label=label)
     assert [list(e["input_ids"]) for e in latin] == [list(e["input_ids"]) for e in expected]
     assert tokenizer.decode(latin[20]["input_ids"], skip_special_tokens=True).startswith("caf")
+
+
+def test_a_cp1252_file_read_as_latin_1_warns_every_time(tmp_path, tokenizer, capsys):
+    """latin-1 decodes Excel's cp1252 bytes for curly quotes, dashes and the euro sign as C1
+    control characters, which the tokenizer drops: with the error's old first advice
+    (--encoding latin-1) such texts trained without them, without a word."""
+    path = tmp_path / "excel.csv"
+    path.write_bytes(
+        "text,label\n\u201cgreat\u201d price \u20ac5 \u2013 cheap,pos\n".encode("cp1252")
+    )
+    for _ in range(2):  # the second read comes from the cache, and still warns
+        with pytest.warns(TextBatchWarning, match="decoded 4 bytes .* most likely cp1252"):
+            latin = TextDataset.from_file(path, tokenizer, encoding="latin-1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        right = TextDataset.from_file(path, tokenizer, encoding="cp1252")
+    assert list(right[0]["input_ids"]) != list(latin[0]["input_ids"])
+    code, _, err = run(capsys, "stats", "--data", path, "--encoding", "latin-1", "--no-progress")
+    assert code == 0 and "pass --encoding cp1252." in err
+
+
+def test_a_utf16_file_is_named_as_one(tmp_path, tokenizer, capsys):
+    """Excel's "Unicode Text" export is UTF-16: the error named byte ff and advised latin-1,
+    which then failed with KeyError: 'Field "\xff\xfet" does not exist in schema'."""
+    path = tmp_path / "unicode.tsv"
+    path.write_bytes("text\tlabel\nfine film\tpos\nbad film\tneg\n".encode("utf-16"))
+    with pytest.raises(TextBatchError, match=r"UTF-16 byte-order mark .* encoding='utf-16'"):
+        TextDataset.from_file(path, tokenizer)
+    assert len(TextDataset.from_file(path, tokenizer, encoding="utf-16")) == 2
+    code, _, err = run(capsys, "stats", "--data", path, "--no-progress")
+    assert code == 2 and "Pass --encoding utf-16." in err
 
 
 def test_replacing_bad_bytes_warns_with_a_count_every_time(tmp_path, tokenizer):

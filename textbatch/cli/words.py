@@ -52,11 +52,14 @@ PHRASES: tuple[tuple[str, str], ...] = (
     ),
     ("continue it with resume=True (--resume)", "continue it with --resume"),
     (
-        "Pass the file's encoding as encoding=... (e.g. 'latin-1' or 'cp1252'), or "
-        "encoding_errors='replace' to replace such bytes with U+FFFD.",
-        "Give the file's encoding with --encoding (e.g. --encoding latin-1 or cp1252), or pass "
-        "--encoding-errors replace to replace such bytes with U+FFFD.",
+        "Pass the file's encoding as encoding=... (e.g. 'cp1252', what Excel writes on "
+        "Windows, or 'latin-1'), or encoding_errors='replace' to replace such bytes with U+FFFD.",
+        "Give the file's encoding with --encoding (e.g. --encoding cp1252, what Excel writes on "
+        "Windows, or latin-1), or pass --encoding-errors replace to replace such bytes with "
+        "U+FFFD.",
     ),
+    ("Pass encoding='utf-16'.", "Pass --encoding utf-16."),
+    ("pass encoding='cp1252'.", "pass --encoding cp1252."),
     ("(encoding_errors='replace')", "(--encoding-errors replace)"),
 )
 

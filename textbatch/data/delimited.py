@@ -133,7 +133,7 @@ def _bad_quote(first: int, last: int, problem: str, shown: str, options: dict[st
         "(read_csv(path, sep='\\t', quoting=csv.QUOTE_NONE, keep_default_na=False)) and use "
         "TextDataset.from_records or from_hf; else quote that field whole"
         if tsv
-        else "Quote that field whole and double the quotes in it (\"\"\"Top\"\" coach\"), or "
+        else 'Quote that field whole and double the quotes in it ("""Top"" coach"), or '
         "remove a stray '\"'"
     )
     kind = "tsv" if tsv else "csv"

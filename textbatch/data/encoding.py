@@ -9,6 +9,7 @@ reader does not check it, and would otherwise fail later, on access, with a trac
 from __future__ import annotations
 
 import codecs
+import re
 import warnings
 from contextlib import ExitStack
 from pathlib import Path
@@ -53,14 +54,24 @@ def utf8_source(path: Path, folder: Path, encoding: str, encoding_errors: str) -
             mark.touch()
         return path
     copy = folder / f"decoded-{name}-{encoding_errors}{path.suffix}"
-    count = copy.with_name(copy.name + ".replaced")  # bytes replaced, written after the copy
+    # bytes replaced and C1 control characters decoded, written after the copy
+    count = copy.with_name(copy.name + ".counts")
     if not count.exists():
-        replaced = []
+        counts = []
         atomic_write(
-            copy, lambda tmp: replaced.append(_decode(path, name, Path(tmp), encoding_errors))
+            copy, lambda tmp: counts.append(_decode(path, name, Path(tmp), encoding_errors))
         )
-        write_text(count, str(replaced[0]))
-    replaced_bytes = int(count.read_text())
+        write_text(count, " ".join(map(str, counts[0])))
+    replaced_bytes, controls = map(int, count.read_text().split())
+    if controls:
+        warnings.warn(
+            f"textbatch decoded {controls:,} bytes of {str(path)!r} in the 0x80-0x9f range as "
+            f"{name} control characters, which text almost never holds (a tokenizer drops "
+            "them): the file is most likely cp1252 (what Excel writes on Windows), where they "
+            "are curly quotes, dashes and the euro sign; pass encoding='cp1252'.",
+            TextBatchWarning,
+            stacklevel=4,
+        )
     if replaced_bytes:
         warnings.warn(
             f"textbatch replaced {replaced_bytes:,} bytes of {str(path)!r} that are not valid "
@@ -71,9 +82,19 @@ def utf8_source(path: Path, folder: Path, encoding: str, encoding_errors: str) -
     return copy
 
 
-def _decode(path: Path, encoding: str, target: Path | None, errors: str = "strict") -> int:
+# Characters that decode from bytes 0x80-0x9f in latin-1: C1 controls, which text almost never
+# holds, where cp1252 (Excel on Windows) has “ ” ‘ ’ – — € and others.
+_C1_CONTROLS = re.compile("[\x80-\x9f]")
+
+
+def _decode(
+    path: Path, encoding: str, target: Path | None, errors: str = "strict"
+) -> tuple[int, int]:
     """Decode ``path`` chunk by chunk (memory bounded by the chunk), writing UTF-8 to
-    ``target`` when given; return how many bytes were replaced."""
+    ``target`` when given; return how many bytes were replaced, and how many C1 control
+    characters latin-1 made (0 for other encodings)."""
+    latin = encoding == "iso8859-1"
+    controls = 0
     decoder = codecs.getincrementaldecoder(encoding)(
         errors="strict" if errors == "strict" else _COUNTING_REPLACE
     )
@@ -90,12 +111,14 @@ def _decode(path: Path, encoding: str, target: Path | None, errors: str = "stric
                 text = decoder.decode(chunk, final=not chunk)
             except UnicodeDecodeError as error:
                 raise _decode_error(path, encoding, offset, chunk, error) from None
+            if latin:
+                controls += len(_C1_CONTROLS.findall(text))
             if out is not None:
                 out.write(text)
             if not chunk:
                 break
             offset += len(chunk)
-    return _replaced[0]
+    return _replaced[0], controls
 
 
 def _count_and_replace(error: UnicodeError) -> tuple[str, int]:
@@ -117,11 +140,19 @@ def _decode_error(
     position = offset - pending + error.start
     line = _count_newlines(path, position) + 1
     bad = bytes(error.object[error.start : error.end]).hex(" ")
+    with open(path, "rb") as f:
+        start = f.read(4)
+    if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        return TextBatchError(
+            f"data file {str(path)!r} is not valid {encoding}: it starts with a UTF-16 "
+            "byte-order mark (Excel's 'Unicode Text' export, tab-separated). Pass "
+            "encoding='utf-16'."
+        )
     return TextBatchError(
         f"data file {str(path)!r} is not valid {encoding}: byte {bad} at offset {position:,} "
         f"(line {line:,}) cannot be decoded ({error.reason}). Pass the file's encoding as "
-        "encoding=... (e.g. 'latin-1' or 'cp1252'), or encoding_errors='replace' to replace "
-        "such bytes with U+FFFD."
+        "encoding=... (e.g. 'cp1252', what Excel writes on Windows, or 'latin-1'), or "
+        "encoding_errors='replace' to replace such bytes with U+FFFD."
     )
 
 
