@@ -783,3 +783,22 @@ def test_a_byte_order_mark_is_not_text_in_any_file(tokenizer, tmp_path, suffix):
     assert [ds[i] for i in range(3)] == [expected[i] for i in range(3)]
     stream = StreamingTextDataset.from_file(path, tokenizer, label=None)
     assert [e["input_ids"] for e in stream] == [expected[i]["input_ids"] for i in range(3)]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"},\n{"text": "c", "label": "x"}\n',
+         r"line 2 is not valid JSON \(Extra data at column 28\); write one JSON object per line"),
+        ('{"text": "a", "label": "x"}\n{"text": "b", "label": "y"\n{"text": "c", "label": "x"}\n',
+         r"line 2 is not valid JSON \(Expecting ',' delimiter at column 27\)"),
+    ],
+)  # fmt: skip
+def test_a_jsonl_syntax_error_names_its_line(tokenizer, tmp_path, capsys, content, message):
+    """It advised writing every value of a column in one kind, named no line, and datasets
+    logged a second line on stderr."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(TextBatchError, match=message):
+        TextDataset.from_file(path, tokenizer, cache_dir=tmp_path / "cache")
+    assert "Failed to load JSON" not in capsys.readouterr().err

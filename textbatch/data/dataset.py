@@ -13,7 +13,8 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -629,21 +630,47 @@ def _read_file(
         if builder == "csv":
             problem = parse_error(error, source, options, str(path))
         else:
-            problem = _json_problem(error) or f"{type(error).__name__}: {error}"
+            problem = _json_problem(error, source) or f"{type(error).__name__}: {error}"
         raise TextBatchError(f"cannot read {str(path)!r} as {builder}: {problem}") from error
 
 
-def _json_problem(error: BaseException) -> str | None:
-    """pyarrow's words for a json file whose column changes kind (``datasets`` before 5.0 reads
-    no such file; later ones read the column as JSON values), from ``error``'s chain."""
+def _json_problem(error: BaseException, path: Path) -> str | None:
+    """What is wrong with a json file, from pyarrow's words in ``error``'s chain: a line that
+    is not one JSON object (named, in Python's words), a key given twice, or a column that
+    changes kind (``datasets`` before 5.0 reads no such file; later ones read the column as
+    JSON values)."""
     for seen in causes(error):
         if "JSON parse error" in str(seen) and "specified twice" in str(seen):
             return f"{seen}; give each key once in an object"
         if "JSON parse error" in str(seen):
+            bad = _bad_json_line(path)
+            if bad is not None:
+                return bad
             return (
                 f"{seen}; a column's values must all be of one kind: write every text as a "
                 "string, and every label as a string or every one as an integer"
             )
+    return None
+
+
+def _bad_json_line(path: Path) -> str | None:
+    """The first line of a JSON Lines file that is not one JSON object, in Python's words (None
+    when every line is one, or the file is a JSON document rather than lines)."""
+    if not is_json_lines(path):
+        return None
+    with open(path, encoding="utf-8-sig") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line.rstrip("\r\n"))
+            except json.JSONDecodeError as error:
+                return (
+                    f"line {number} is not valid JSON ({error.msg} at column {error.colno}); "
+                    "write one JSON object per line (no comma between lines, every {...} closed)"
+                )
+            if not isinstance(value, dict):
+                return f"line {number} holds a JSON {type(value).__name__}, not an object"
     return None
 
 
@@ -708,7 +735,8 @@ def _load_checked(
         with strict_rows():  # a row with more fields than the header is an error
             loader.download_and_prepare()
     else:
-        loader.download_and_prepare()
+        with _muted("datasets.packaged_modules.json.json"):  # its log line beside our error
+            loader.download_and_prepare()
     tsv = options.get("sep") == TSV_OPTIONS["sep"]
     # .jsonl, .JSONL, or .json so written: looked at once, when the copy is made
     jsonl = fresh and builder == "json" and is_json_lines(path)
@@ -732,6 +760,22 @@ def _load_checked(
     if as_copy:
         return ArrowCopy(files, loader.info.features, int(split.num_examples))
     return loader.as_dataset(split="train")
+
+
+@contextmanager
+def _muted(logger: str) -> Iterator[None]:
+    """No records from ``logger`` in the block: ``datasets``' json reader logs a parse error
+    ("Failed to load JSON from file ...") before raising it, and the error textbatch raises
+    says it in one line."""
+    import logging
+
+    muted = logging.getLogger(logger)
+    level = muted.level
+    muted.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        muted.setLevel(level)
 
 
 def _split_files(loader: Any, split: Any) -> list[str]:
