@@ -802,3 +802,28 @@ def test_a_jsonl_syntax_error_names_its_line(tokenizer, tmp_path, capsys, conten
     with pytest.raises(TextBatchError, match=message):
         TextDataset.from_file(path, tokenizer, cache_dir=tmp_path / "cache")
     assert "Failed to load JSON" not in capsys.readouterr().err
+
+
+def test_a_column_of_no_text_at_all_says_how_the_file_came_about(tokenizer, tmp_path):
+    """pandas' default to_json writes one object per column, and some writers store strings as
+    bytes: `textbatch train` then said "train_tokenizer got no texts"."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from textbatch.data.dataset import load_file
+    from textbatch.data.prepare import texts_of
+
+    frame = pd.DataFrame({"text": ["great match", "fast chip"], "label": ["sport", "tech"]})
+    frame.to_json(tmp_path / "columns.json")  # orient="columns": {"text": {"0": ..., ...}}
+    table = pa.table({"text": pa.array([b"great match", b"fast chip"]), "label": ["a", "b"]})
+    pq.write_table(table, tmp_path / "bytes.parquet")
+    for name, message in [
+        ("columns.json", r"holds struct<.*orient='records', lines=True"),
+        ("bytes.parquet", r"holds binary values, not text; bytes, .*str.decode\('utf-8'\)"),
+    ]:
+        with pytest.raises(TextBatchError, match=message):
+            TextDataset.from_file(tmp_path / name, tokenizer, cache_dir=tmp_path / "c")
+        raw = load_file(tmp_path / name, tmp_path / "c")
+        with pytest.raises(TextBatchError, match=message):
+            list(texts_of(raw, "text"))

@@ -55,6 +55,30 @@ def is_text_type(arrow_type: Any) -> bool:
     return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
 
 
+def check_text_column(hf_dataset: Any, name: str) -> None:
+    """Raise when column ``name`` holds no text at all (neither strings, nor JSON values that may
+    be strings, nor only nulls), saying how such a file comes about and how to write it: it
+    ended in "train_tokenizer got no texts", or one row's error."""
+    import pyarrow as pa
+
+    kind = _column(hf_dataset, name).type
+    if is_text_type(kind) or is_json_type(kind) or pa.types.is_null(kind):
+        return
+    if pa.types.is_struct(kind) or pa.types.is_map(kind):
+        how = (
+            "pandas' DataFrame.to_json() writes one object per column, not per row: write the "
+            "file with to_json(path, orient='records', lines=True)"
+        )
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        how = (
+            "bytes, as some writers store strings without marking them UTF-8: decode them to "
+            "strings before writing (pandas: df[column].str.decode('utf-8'))"
+        )
+    else:
+        how = "write every text as a string"
+    raise TextBatchError(f"column {name!r} holds {kind} values, not text; {how}.")
+
+
 def is_json_type(arrow_type: Any) -> bool:
     """A column ``datasets`` (5 and later) reads as JSON values: a jsonl column whose values
     are of several kinds (strings and a number)."""

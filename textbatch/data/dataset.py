@@ -27,6 +27,7 @@ from textbatch.data.arrow import ListColumn
 from textbatch.data.backend import calls_backend_directly
 from textbatch.data.columns import (
     LabelSpec,
+    check_text_column,
     invalid_text_rows,
     is_blank,
     label_text,
@@ -181,6 +182,9 @@ class TextDataset(torch.utils.data.Dataset):
         if len(hf_dataset) == 0:
             raise TextBatchError("the dataset is empty (0 rows); give it at least one example.")
         label = _check_columns(hf_dataset.column_names, text, text_pair, label)
+        for name in (text, text_pair):
+            if name is not None:
+                check_text_column(hf_dataset, name)
 
         text_columns = [text] if text_pair is None else [text, text_pair]
         bad_text = invalid_text_rows(hf_dataset, text_columns)
