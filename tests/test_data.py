@@ -827,3 +827,17 @@ def test_a_column_of_no_text_at_all_says_how_the_file_came_about(tokenizer, tmp_
         raw = load_file(tmp_path / name, tmp_path / "c")
         with pytest.raises(TextBatchError, match=message):
             list(texts_of(raw, "text"))
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["text;label\ngreat match;sport\nfast chip;tech\n",
+     "text;label\ngreat, match;sport\nfast chip;tech\n"],
+)  # fmt: skip
+def test_a_semicolon_separated_csv_is_named_as_one(tokenizer, tmp_path, content):
+    """Excel's csv in many European locales: the error named a missing column 'text' among
+    ['text;label'], or advised quoting a text that holds a comma."""
+    path = tmp_path / "excel.csv"
+    path.write_text(content)
+    with pytest.raises(TextBatchError, match=r"header holds ';': a semicolon-separated file"):
+        TextDataset.from_file(path, tokenizer, cache_dir=tmp_path / "c")

@@ -55,6 +55,17 @@ def is_text_type(arrow_type: Any) -> bool:
     return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
 
 
+def separator_hint(header: Sequence[str]) -> str:
+    """A sentence for errors about a delimited file whose header holds a ``;`` (what Excel
+    writes as "CSV" where the decimal mark is a comma), else ""."""
+    if not any(";" in name for name in header):
+        return ""
+    return (
+        " The header holds ';': a semicolon-separated file (Excel's csv in many European "
+        "locales)? textbatch reads commas (.csv) and tabs (.tsv): save it with one of those."
+    )
+
+
 def check_text_column(hf_dataset: Any, name: str) -> None:
     """Raise when column ``name`` holds no text at all (neither strings, nor JSON values that may
     be strings, nor only nulls), saying how such a file comes about and how to write it: it

@@ -33,6 +33,7 @@ from textbatch.data.columns import (
     label_text,
     plain_text_columns,
     resolve_labels,
+    separator_hint,
 )
 from textbatch.data.delimited import (
     CSV_OPTIONS,
@@ -814,14 +815,14 @@ def _check_columns(
         if name is not None and name not in columns:
             raise TextBatchError(
                 f"column {name!r} is not in the data; the columns are {columns}. Pass the name "
-                "of the text column as text=... (and text_pair=...)."
+                f"of the text column as text=... (and text_pair=...).{separator_hint(columns)}"
             )
     if label is not None and label not in columns:
         if label == "label":
             return None  # the default label column is optional: unlabelled data
         raise TextBatchError(
             f"label column {label!r} is not in the data; the columns are {columns}. Pass "
-            "label=<name>, or label=None for unlabelled data."
+            f"label=<name>, or label=None for unlabelled data.{separator_hint(columns)}"
         )
     return label
 

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from textbatch.data.columns import is_json_type, is_text_type
+from textbatch.data.columns import is_json_type, is_text_type, separator_hint
 from textbatch.errors import TextBatchError, causes
 
 # Cells such as "NA", "None", "null" or "nan" are text, not missing values (pandas' default);
@@ -78,13 +78,13 @@ def parse_error(error: BaseException, path: Path, options: dict[str, Any], shown
     if isinstance(root, ParserWarning):
         with open(path, encoding="utf-8-sig", newline="") as handle:
             reader = _reader(handle, options)
-            width = len(next(reader, []))
+            header = next(reader, [])
             for index, row in enumerate(reader):
-                if len(row) > width:
+                if len(row) > len(header):
                     return (
                         f"row {index} (line {reader.line_num}) of {shown!r} has {len(row)} "
-                        f"fields, more than the header's {width}: a text that holds the "
-                        'separator must be quoted ("...")'
+                        f"fields, more than the header's {len(header)}: a text that holds the "
+                        f'separator must be quoted ("...").{separator_hint(header)}'
                     )
         return f"a row of {shown!r} has more fields than the header"
     return f"{type(root).__name__}: {root}"

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from textbatch.data.columns import check_text_column, is_blank
+from textbatch.data.columns import check_text_column, is_blank, separator_hint
 from textbatch.data.corpus import corpus_dataset
 from textbatch.data.dataset import TextDataset, default_cache_dir, load_file
 from textbatch.data.tokenizers import load_tokenizer, train_tokenizer
@@ -63,7 +63,7 @@ def texts_of(raw: Any, text: str, text_pair: str | None = None) -> Iterator[str]
         if column not in raw.column_names:
             raise TextBatchError(
                 f"column {column!r} is not in the data; the columns are {raw.column_names}. "
-                "Pass the text column's name (--text-column)."
+                f"Pass the text column's name (--text-column).{separator_hint(raw.column_names)}"
             )
         check_text_column(raw, column)
         yield from (t for t in raw[column] if isinstance(t, str) and not is_blank(t))
