@@ -537,3 +537,19 @@ def test_train_refuses_packing_for_an_encoder_not_known_to_take_it(
     args = ["train", "--data", files[0], "--model", model, "--packing", "--no-progress"]
     code, _, err = run(capsys, *args, "--out", tmp_path / "run")
     assert code == 2 and "not 'deberta-v2'" in err and "without --packing" in err
+
+
+def test_an_error_in_the_evaluation_file_names_it(files, tmp_path, capsys, corpus_records):
+    """ "column 'body' is not in the data" named no file, where the training file has it."""
+    train = tmp_path / "train.csv"
+    train.write_text(
+        "body,label\n" + "".join(f'"{r["text"]}",{r["label"]}\n' for r in corpus_records[:100])
+    )
+    evaluation = tmp_path / "eval.csv"
+    evaluation.write_text(
+        "text,label\n" + "".join(f'"{r["text"]}",{r["label"]}\n' for r in corpus_records[100:130])
+    )
+    args = ["train", "--data", train, "--eval-data", evaluation, "--text-column", "body"]
+    code, _, err = run(capsys, *args, "--out", tmp_path / "run", "--no-progress")
+    assert code == 2
+    assert f"in the evaluation data '{evaluation}': column 'body' is not in the data" in err

@@ -378,12 +378,16 @@ def _run_datasets(
             config.eval_data, tok, main, label_names=train.label_names, **options
         )
     except TextBatchError as error:
-        if "is not in label_names" not in str(error):
-            raise
-        raise TextBatchError(
-            f"the evaluation data {str(config.eval_data)!r} has a label never seen in training: "
-            f"{error}"
-        ) from error
+        if "is not in label_names" in str(error):
+            raise TextBatchError(
+                f"the evaluation data {str(config.eval_data)!r} has a label never seen in "
+                f"training: {error}"
+            ) from error
+        if str(config.eval_data) not in str(error):  # say which of the two files it is about
+            raise TextBatchError(
+                f"in the evaluation data {str(config.eval_data)!r}: {error}"
+            ) from error
+        raise
     return train, evaluation
 
 
