@@ -841,3 +841,17 @@ def test_a_semicolon_separated_csv_is_named_as_one(tokenizer, tmp_path, content)
     path.write_text(content)
     with pytest.raises(TextBatchError, match=r"header holds ';': a semicolon-separated file"):
         TextDataset.from_file(path, tokenizer, cache_dir=tmp_path / "c")
+
+
+def test_labels_all_written_another_way_are_named_as_such(tokenizer):
+    """A float-in-csv 1.0 against an int 1: every evaluation label was unknown, and the advice
+    was to remove those rows or add examples of them."""
+    train = TextDataset.from_records(
+        [{"text": "a b", "label": "1.0"}, {"text": "c d", "label": "2.0"}], tokenizer
+    )
+    records = [{"text": "a b", "label": 1}, {"text": "c", "label": 2}]
+    with pytest.raises(TextBatchError, match=r"None of its labels is known: .*1\.0 for 1"):
+        TextDataset.from_records(records, tokenizer, label_names=train.label_names)
+    one_unknown = [{"text": "a b", "label": "1.0"}, {"text": "c", "label": "3.0"}]
+    with pytest.raises(TextBatchError, match=r"remove those rows\.$"):
+        TextDataset.from_records(one_unknown, tokenizer, label_names=train.label_names)

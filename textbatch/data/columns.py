@@ -338,10 +338,16 @@ def resolve_labels(
         row = int(np.flatnonzero(unknown)[0])
         value = strings[row].as_py()
         values = sorted(set(pc.filter(strings, pa.array(unknown)).to_pylist()))
+        every = (
+            " None of its labels is known: are they written another way (1.0 for 1, True for "
+            "true, a ClassLabel's integer ids for its names)?"
+            if unknown.sum() == (~missing).sum() and unknown.sum() > 1
+            else ""
+        )
         raise TextBatchError(
             f"label {value!r} (row {row}, column {label!r}) is not in label_names {names}; "
             f"{int(unknown.sum())} rows have unknown labels {values[:10]}. Add them to "
-            "label_names, or remove those rows."
+            f"label_names, or remove those rows.{every}"
         )
     ids = pc.fill_null(ids_array, -1).to_numpy(zero_copy_only=False).astype(np.int64)
     return LabelSpec(names=names, ids=ids, missing=missing)
