@@ -271,3 +271,18 @@ def test_training_throughput_counts_the_batches_a_short_plan_has_and_no_measurin
     assert [r.train_steps for r in results] == [2, 4]
     # counted in, 1,000 s would give at most 800 real tokens / 1,000 s = 0.8 tokens/s
     assert all(r.train_tokens_per_second > 5 for r in results)
+
+
+def test_bench_without_training_reads_no_labels(tmp_path, corpus_records, capsys):
+    """It refused a file for a row without a label, which nothing but training reads; stats
+    read the same file."""
+    rows = [dict(r) for r in corpus_records[:60]]
+    rows[5]["label"] = None
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "bench"
+    assert main(["bench", "--data", str(data), "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "results.json").read_text())["examples"] == 60
+    argv = ["bench", "--data", str(data), "--out", str(tmp_path / "b2"), "--train-steps", "1"]
+    assert main(argv) == 2
+    assert "row 5, column 'label' is missing" in capsys.readouterr().err

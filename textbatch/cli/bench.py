@@ -69,7 +69,7 @@ def run_bench(
         tokenizer,
         text=text,
         text_pair=text_pair,
-        label=label,
+        label=label if train_steps else None,  # only training reads labels
         max_length=max_length,
         encoding=encoding,
         encoding_errors=encoding_errors,
