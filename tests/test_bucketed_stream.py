@@ -103,6 +103,14 @@ def test_a_datasets_iterable_is_read_once_across_workers_and_ranks():
             )
             seen += ids(batch for batches in loader for batch in batches)
         assert seen == Counter(range(200)), (shards, workers, ranks)
+    # the epoch set on the source itself reshuffles what each rank reads, as it did unsplit
+    shuffled = table.to_iterable_dataset(num_shards=4).shuffle(seed=0, buffer_size=50)
+    stream = BucketedStream(shuffled, batch_size=8, buffer_size=40, num_replicas=2, rank=0, mix=0)
+    orders = []
+    for epoch in (0, 5):
+        shuffled.set_epoch(epoch)
+        orders.append([e["input_ids"][0] for batch in stream for e in batch])
+    assert orders[0] != orders[1] and sorted(orders[0]) != sorted(orders[1])
     # split by node already (as this rank): not split again; as another rank: an error
     source = table.to_iterable_dataset(num_shards=4)
     seen = Counter()

@@ -144,8 +144,13 @@ class BucketedStream(torch.utils.data.IterableDataset):
         self.pad_to_multiple_of = check_pad_to_multiple_of(pad_to_multiple_of)
         self.quadratic_length = quadratic_length
         self.rank, self.num_replicas = _ranks(source, num_replicas, rank)
-        if is_hf_iterable(source):  # it splits itself between workers; here between ranks
-            self.source = hf_rank_share(source, self.num_replicas, self.rank)
+        # What is read: a datasets.IterableDataset splits itself between workers, and is split
+        # here between ranks (a copy, which follows the epoch the source is set to)
+        self._read_from = (
+            hf_rank_share(source, self.num_replicas, self.rank)
+            if is_hf_iterable(source)
+            else source
+        )
         # Places an example may move per unit of `mix`, by sort code: a batch's worth of
         # examples, at most TOKEN_REACH under a token budget (as in BucketBatchSampler).
         if max_tokens is None:
@@ -164,6 +169,8 @@ class BucketedStream(torch.utils.data.IterableDataset):
         self._state = self._fresh_state()
         if hasattr(self.source, "set_epoch"):
             self.source.set_epoch(epoch)
+        if self._read_from is not self.source:
+            self._read_from.set_epoch(epoch)
 
     @staticmethod
     def _fresh_state() -> dict[str, Any]:
@@ -182,7 +189,8 @@ class BucketedStream(torch.utils.data.IterableDataset):
             yield example
 
     def _source_state(self) -> Any:
-        return self.source.state_dict() if hasattr(self.source, "state_dict") else None
+        source = self._read_from
+        return source.state_dict() if hasattr(source, "state_dict") else None
 
     def __iter__(self) -> Iterator[list[Example]]:
         worker, _ = dataloader_worker()
@@ -190,7 +198,9 @@ class BucketedStream(torch.utils.data.IterableDataset):
         buffer_index, skip = start["buffer"], start["done"]
         buffer: list[Example] = list(start["carry"])
         self._read = start["read"]  # records taken from the source so far (all ranks')
-        examples = self._examples(iter(self.source), self._read)  # the source starts now
+        if self._read_from is not self.source:  # the epoch the user set on the source itself
+            self._read_from.set_epoch(self.source.epoch)
+        examples = self._examples(iter(self._read_from), self._read)  # the source starts now
         exhausted = False
         while not exhausted:
             self._state = {
@@ -288,14 +298,14 @@ class BucketedStream(torch.utils.data.IterableDataset):
         for key in ("epoch", "buffer", "done", "read"):
             non_negative_int(key, state[key])
         started = state["buffer"] > 0 or state["done"] > 0
-        if started and (state["source"] is None or not hasattr(self.source, "load_state_dict")):
+        if started and (state["source"] is None or not hasattr(self._read_from, "load_state_dict")):
             raise TextBatchError(
                 f"the source {type(self.source).__name__} cannot resume (it has no "
                 "state_dict/load_state_dict); use a resumable source such as "
                 "StreamingTextDataset, or start the epoch again."
             )
         if state["source"] is not None:
-            self.source.load_state_dict(state["source"])
+            self._read_from.load_state_dict(state["source"])
         self.epoch = int(state["epoch"])
         self._resume = {k: state[k] for k in ("buffer", "done", "carry", "read")}
         self._state = {**self._resume, "source": state["source"]}
