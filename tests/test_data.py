@@ -855,3 +855,18 @@ def test_labels_all_written_another_way_are_named_as_such(tokenizer):
     one_unknown = [{"text": "a b", "label": "1.0"}, {"text": "c", "label": "3.0"}]
     with pytest.raises(TextBatchError, match=r"remove those rows\.$"):
         TextDataset.from_records(one_unknown, tokenizer, label_names=train.label_names)
+
+
+def test_the_strict_csv_read_takes_long_cells_and_leaves_csvs_limit_alone(tokenizer, tmp_path):
+    """A cell over csv's 128 KiB default is read, and the process-wide limit is raised only
+    while a record is read: a stream left it at 2**31 - 1 for the whole process."""
+    import csv
+
+    path = tmp_path / "long.csv"
+    path.write_text("text,label\n" + '"' + "word " * 50_000 + '",pos\nshort,neg\n')
+    before = csv.field_size_limit()
+    assert len(TextDataset.from_file(path, tokenizer, cache_dir=tmp_path / "c")) == 2
+    stream = iter(StreamingTextDataset.from_file(path, tokenizer, label_names=["neg", "pos"]))
+    next(stream)
+    assert csv.field_size_limit() == before  # mid-stream
+    assert len(list(stream)) == 1 and csv.field_size_limit() == before

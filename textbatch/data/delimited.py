@@ -102,27 +102,25 @@ def check_quotes(path: Path, options: dict[str, Any], shown: str) -> None:
 def strict_records(path: Path | str, options: dict[str, Any], shown: str) -> Iterator[list[str]]:
     """The records of the delimited UTF-8 file ``path`` as Python's ``csv`` reads them with
     ``strict=True`` (header included); a malformed quote is an error naming its lines."""
-    limit = csv.field_size_limit()
-    csv.field_size_limit(2**31 - 1)  # a cell may be longer than csv's default 128 KiB
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.reader(
-                handle,
-                delimiter=options.get("sep", ","),
-                quoting=options.get("quoting", csv.QUOTE_MINIMAL),
-                strict=True,
-            )
-            while True:
-                first = reader.line_num + 1
-                try:
-                    record = next(reader)
-                except StopIteration:
-                    return
-                except csv.Error as error:
-                    raise _bad_quote(first, reader.line_num, str(error), shown, options) from None
-                yield record
-    finally:
-        csv.field_size_limit(limit)
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        reader = csv.reader(
+            handle,
+            delimiter=options.get("sep", ","),
+            quoting=options.get("quoting", csv.QUOTE_MINIMAL),
+            strict=True,
+        )
+        while True:
+            first = reader.line_num + 1
+            limit = csv.field_size_limit(2**31 - 1)  # a cell may be over csv's 128 KiB
+            try:  # the process-wide limit is raised only while a record is read
+                record = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                raise _bad_quote(first, reader.line_num, str(error), shown, options) from None
+            finally:
+                csv.field_size_limit(limit)
+            yield record
 
 
 def _bad_quote(first: int, last: int, problem: str, shown: str, options: dict[str, Any]) -> Any:
