@@ -863,10 +863,14 @@ def test_the_strict_csv_read_takes_long_cells_and_leaves_csvs_limit_alone(tokeni
     import csv
 
     path = tmp_path / "long.csv"
-    path.write_text("text,label\n" + '"' + "word " * 50_000 + '",pos\nshort,neg\n')
+    rest = "".join(f"short {i},neg\n" for i in range(3000))  # the stream reads on lazily
+    path.write_text("text,label\n" + '"' + "word " * 50_000 + '",pos\n' + rest)
     before = csv.field_size_limit()
-    assert len(TextDataset.from_file(path, tokenizer, cache_dir=tmp_path / "c")) == 2
-    stream = iter(StreamingTextDataset.from_file(path, tokenizer, label_names=["neg", "pos"]))
-    next(stream)
+    assert len(TextDataset.from_file(path, tokenizer, cache_dir=tmp_path / "c")) == 3001
+    stream = StreamingTextDataset.from_file(
+        path, tokenizer, label_names=["neg", "pos"], tokenize_batch_size=4
+    )
+    examples = iter(stream)
+    next(examples)
     assert csv.field_size_limit() == before  # mid-stream
-    assert len(list(stream)) == 1 and csv.field_size_limit() == before
+    assert len(list(examples)) == 3000 and csv.field_size_limit() == before
