@@ -521,6 +521,29 @@ def test_train_keeps_within_a_backbones_position_embeddings(files, tmp_path, cap
     code, _, err = run(capsys, *args, "--out", tmp_path / "over", "--max-length", 64)
     assert code == 2
     assert "--max-length 64 is more than the 40 tokens" in err and "--max-length 40" in err
+    # predict takes the run's model/ folder itself: its backbone/ holds no tokenizer, the run does
+    written = []
+    for model_folder in (tmp_path / "run", tmp_path / "run" / "model"):
+        out = tmp_path / f"p{len(written)}.csv"
+        argv = ["predict", "--model", model_folder, "--data", files[1], "--out", out]
+        code, _, err = run(capsys, *argv, "--no-progress")
+        assert code == 0, err
+        written.append(out.read_text())
+    assert written[0] == written[1]
+
+
+def test_train_on_a_model_transformers_cannot_build_is_one_clear_line(
+    files, tmp_path, capsys, tokenizer
+):
+    """The new position-limit and packing checks read the configuration unguarded: an unknown
+    model_type ended in a ValueError traceback."""
+    folder = _short_encoder(tmp_path, tokenizer)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "mybert"}))
+    for extra in ([], ["--packing"]):
+        args = ["train", "--data", files[0], "--model", folder, "--out", tmp_path / "run", *extra]
+        code, _, err = run(capsys, *args, "--no-progress")
+        assert code == 2 and f"cannot load a model from '{folder}'" in err, err
 
 
 def test_train_refuses_packing_for_an_encoder_not_known_to_take_it(

@@ -135,6 +135,8 @@ def predict_file(
     return PredictSummary(total, dict(reasons.most_common()))
 
 
+# What a saved tokenizer folder holds (either file).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 # The folders `textbatch train --out run` writes a model to, beside run/tokenizer/.
 TRAINED_MODEL_FOLDERS = ("model", "model-last")
 
@@ -154,11 +156,12 @@ def model_and_tokenizer(directory: Path) -> tuple[torch.nn.Module, Any]:
             f"--model {str(directory)!r} is not a model folder: it has no model/{CONFIG_FILE}. "
             "Pass the --out directory of `textbatch train`."
         )
-    candidates = [directory / "tokenizer", model_dir / "tokenizer", model_dir / "backbone"]
+    candidates = [directory / "tokenizer", model_dir / "tokenizer"]
     if model_dir.name in TRAINED_MODEL_FOLDERS:  # e.g. run/model-last: run/tokenizer beside it
         candidates.append(model_dir.parent / "tokenizer")
+    candidates.append(model_dir / "backbone")  # a backbone saved with its tokenizer
     for candidate in candidates:
-        if candidate.is_dir():
+        if any((candidate / name).is_file() for name in TOKENIZER_FILES):
             return load_model(model_dir), load_tokenizer(candidate)
     raise TextBatchError(
         f"no tokenizer found with the model in {str(directory)!r}; pass the directory that "

@@ -25,6 +25,7 @@ from textbatch.files import atomic_folder, write_json
 from textbatch.models.classifiers import (
     BackboneClassifier,
     TextClassifier,
+    backbone_config,
     backbone_position_limit,
     check_packable,
 )
@@ -106,9 +107,7 @@ def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> 
     # whatever an earlier attempt left in --out (its tokenizer) is made anew.
     resuming = config.resume and bool(checkpoint_folders(out / "checkpoints"))
     if config.packing and config.backbone:  # before tokenising, not at the first batch
-        from transformers import AutoConfig
-
-        check_packable(AutoConfig.from_pretrained(config.model, local_files_only=True).model_type)
+        check_packable(backbone_config(config.model).model_type)
     tok = _run_tokenizer(config, out, main, resuming)
     max_length = _run_max_length(config, tok, main)
     train, evaluation = _run_datasets(config, tok, main, max_length)

