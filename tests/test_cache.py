@@ -282,3 +282,18 @@ def test_from_hf_of_a_replaced_arrow_file_is_tokenised_afresh(tokenizer, tmp_pat
     ds = TextDataset.from_hf(replaced, tokenizer, cache_dir=cache_dir)
     assert not ds.from_cache
     assert rows(ds) == expected_rows(NEW[:2], tokenizer, label_names=ds.label_names)
+
+
+def test_from_hf_of_a_dataset_whose_arrow_file_is_gone_tokenises_without_caching(
+    tokenizer, tmp_path, cache_dir
+):
+    """The cache key hashes the mapped files; a file deleted since (its rows still readable)
+    crashed from_hf with FileNotFoundError."""
+    import shutil
+
+    datasets.Dataset.from_list(OLD).save_to_disk(tmp_path / "saved")
+    hf = datasets.load_from_disk(str(tmp_path / "saved"))
+    shutil.rmtree(tmp_path / "saved")
+    ds = TextDataset.from_hf(hf, tokenizer, cache_dir=cache_dir)
+    assert not ds.from_cache and rows(ds) == expected_rows(OLD, tokenizer)
+    assert not list(cache_dir.glob("tokenized-*"))

@@ -235,6 +235,8 @@ def test_a_utf16_file_is_named_as_one(tmp_path, tokenizer, capsys):
     with pytest.raises(TextBatchError, match=r"UTF-16 byte-order mark .* encoding='utf-16'"):
         TextDataset.from_file(path, tokenizer)
     assert len(TextDataset.from_file(path, tokenizer, encoding="utf-16")) == 2
+    with pytest.raises(TextBatchError, match=r"is not iso8859-1: it starts with a UTF-16"):
+        TextDataset.from_file(path, tokenizer, encoding="latin-1")  # it decodes every byte
     code, _, err = run(capsys, "stats", "--data", path, "--no-progress")
     assert code == 2 and "Pass --encoding utf-16." in err
 

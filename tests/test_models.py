@@ -229,6 +229,10 @@ def test_a_saved_classifier_refuses_options_it_would_ignore(tmp_path):
         BackboneClassifier.from_pretrained(tmp_path / "c", num_labels=5, pooling="cls")
     same = BackboneClassifier.from_pretrained(tmp_path / "c", num_labels=3, pooling="mean")
     assert same.config["pooling"] == "mean"
+    named = BackboneClassifier.from_pretrained(path, 2, label_names=["neg", "pos"])
+    named.save_pretrained(tmp_path / "named")
+    again = BackboneClassifier.from_pretrained(tmp_path / "named", label_names=("neg", "pos"))
+    assert again.config["label_names"] == ["neg", "pos"]  # a tuple of the same names is fine
 
 
 def test_loaded_models_are_in_one_mode_and_evaluate_puts_modes_back(tmp_path, tokenizer):

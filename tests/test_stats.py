@@ -93,3 +93,17 @@ def test_packing_stats_checks_indices_as_padding_stats_does():
         packing_stats([3, 4], [], capacity=8)
     with pytest.raises(TextBatchError, match="index -2 is out of range"):
         padding_stats([1, 2], [[0, -2]])
+
+
+@pytest.mark.parametrize(
+    ("batches", "dtype"),
+    [([[[0, 1]], [2]], "shape"), ([[0.0, 1.7]], "float64"), ([[True]], "bool")],
+)
+def test_a_batch_that_is_not_a_list_of_indices_is_refused(batches, dtype):
+    """Nested batches were flattened and float indices cut down to integers, silently."""
+    from textbatch.batching.stats import packing_stats
+
+    with pytest.raises(TextBatchError, match=rf"is not a list of integer indices .*{dtype}"):
+        padding_stats([1, 2, 3], batches)
+    with pytest.raises(TextBatchError, match=rf"is not a list of integer indices .*{dtype}"):
+        packing_stats([1, 2, 3], batches, capacity=8)

@@ -128,9 +128,16 @@ def _index_batches(
     ``batches`` (a batch sampler moves to its next epoch after a pass); a clear error for no
     batch, an empty batch or an index outside ``range(examples)`` (a negative index would
     silently take an example from the end)."""
-    arrays = [np.asarray(batch, dtype=np.int64).reshape(-1) for batch in batches]
+    arrays = [np.asarray(batch) for batch in batches]
     if not arrays:
         raise TextBatchError(f"batches is empty; {caller} needs at least one batch.")
+    for k, array in enumerate(arrays):
+        if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
+            raise TextBatchError(
+                f"batch {k} is not a list of integer indices ({array.dtype}, shape "
+                f"{array.shape}); each batch lists the examples it holds."
+            )
+    arrays = [array.astype(np.int64, copy=False) for array in arrays]
     sizes = np.array([len(array) for array in arrays], dtype=np.int64)
     if sizes.min() == 0:
         raise TextBatchError(f"batch {int(np.argmin(sizes))} is empty; every batch needs an index.")

@@ -63,7 +63,7 @@ def history_summary(history: list[dict[str, Any]]) -> dict[str, Any]:
     measuring thread counts (``thread_seconds``, counted apart), and the share of padded
     positions."""
     last = history[-1]
-    measuring = sum(h["thread_seconds"] for h in history)
+    measuring = sum(h.get("thread_seconds", 0.0) for h in history)  # older histories: none
     training = sum(h["seconds"] for h in history) - measuring
     real = sum(h["real_tokens"] for h in history)
     return {

@@ -489,17 +489,18 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _hf_identity(hf_dataset: Any) -> dict[str, Any]:
+def _hf_identity(hf_dataset: Any) -> dict[str, Any] | None:
     """What decides a ``datasets.Dataset``'s rows, for from_hf's cache key: its fingerprint
     (the operations that made it) and the content hashes of the Arrow files it maps. Its
     fingerprint alone names a mapped file by path and time: a file replaced by other rows at
     the same mtime (``cp -p``, ``rsync -a``, ``tar x``) got the old token ids with the new
     labels. Hashing reads each file once (about 0.2 s per GB, ``file_digest``)."""
     files = sorted({entry["filename"] for entry in hf_dataset.cache_files})
-    return {
-        "fingerprint": hf_dataset._fingerprint,
-        "files": [file_digest(name) for name in files],
-    }
+    try:
+        digests = [file_digest(name) for name in files]
+    except OSError:  # a mapped file deleted (or unreadable) since: its rows cannot be named
+        return None
+    return {"fingerprint": hf_dataset._fingerprint, "files": digests}
 
 
 def _cache_key(**parts: Any) -> str:
@@ -847,8 +848,11 @@ def _tokenize(
     features = {"input_ids": datasets.List(datasets.Value("int32"))}
     if keep_types:
         features["token_type_ids"] = datasets.List(datasets.Value("int8"))
+    identity = _hf_identity(hf_dataset) if source is None else source
+    if identity is None:
+        cache_dir = None  # nothing to key a cache on: tokenised in memory
     fingerprint = _cache_key(
-        data=_hf_identity(hf_dataset) if source is None else source,
+        data=identity,
         tokenizer=tokenizer_fingerprint(tokenizer),
         text=text,
         text_pair=text_pair,

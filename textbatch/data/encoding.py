@@ -46,6 +46,9 @@ def utf8_source(path: Path, folder: Path, encoding: str, encoding_errors: str) -
     ``folder`` decoded from ``encoding`` (undecodable bytes replaced with U+FFFD, with a count,
     when ``encoding_errors="replace"``). Raises an error naming the first undecodable byte."""
     name = check_encoding(encoding, encoding_errors)
+    if not name.startswith(("utf-16", "utf-32")) and _utf16_marked(path):
+        # latin-1 decodes every byte: the marked file came apart into NULs and stray letters
+        raise _utf16_error(path, name)
     if name == "utf-8" and encoding_errors == "strict":
         mark = folder / _VALID_MARK
         if not mark.exists():
@@ -140,19 +143,26 @@ def _decode_error(
     position = offset - pending + error.start
     line = _count_newlines(path, position) + 1
     bad = bytes(error.object[error.start : error.end]).hex(" ")
-    with open(path, "rb") as f:
-        start = f.read(4)
-    if start[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-        return TextBatchError(
-            f"data file {str(path)!r} is not valid {encoding}: it starts with a UTF-16 "
-            "byte-order mark (Excel's 'Unicode Text' export, tab-separated). Pass "
-            "encoding='utf-16'."
-        )
+    if _utf16_marked(path):
+        return _utf16_error(path, encoding)
     return TextBatchError(
         f"data file {str(path)!r} is not valid {encoding}: byte {bad} at offset {position:,} "
         f"(line {line:,}) cannot be decoded ({error.reason}). Pass the file's encoding as "
         "encoding=... (e.g. 'cp1252', what Excel writes on Windows, or 'latin-1'), or "
         "encoding_errors='replace' to replace such bytes with U+FFFD."
+    )
+
+
+def _utf16_marked(path: Path) -> bool:
+    """Whether ``path`` starts with a UTF-16 byte-order mark."""
+    with open(path, "rb") as f:
+        return f.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _utf16_error(path: Path, encoding: str) -> TextBatchError:
+    return TextBatchError(
+        f"data file {str(path)!r} is not {encoding}: it starts with a UTF-16 byte-order mark "
+        "(Excel's 'Unicode Text' export, tab-separated). Pass encoding='utf-16'."
     )
 
 

@@ -521,7 +521,8 @@ def _check_saved_options(path: Path, saved: dict[str, Any], given: dict[str, Any
     differ = [
         f"{name}={value!r} (saved: {saved.get(name)!r})"
         for name, value in given.items()
-        if value is not None and value != saved.get(name)
+        if value is not None
+        and (list(value) if isinstance(value, tuple | list) else value) != saved.get(name)
     ]
     if differ:
         raise TextBatchError(
