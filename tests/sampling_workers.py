@@ -32,8 +32,11 @@ def gloo_sampler_worker(rank: int, world_size: int, folder: str) -> None:
         dist.destroy_process_group()
 
 
-def ddp_fit_worker(rank: int, world_size: int, folder: str) -> None:
-    """Train the small classifier with fit() in a 2-process gloo group on the CPU."""
+def ddp_fit_worker(
+    rank: int, world_size: int, folder: str, out: str = "out", stop_after_steps: int | None = None
+) -> None:
+    """Train the small classifier with fit() in a 2-process gloo group on the CPU, into
+    ``folder/out`` (resuming whatever is there; stopping after ``stop_after_steps``)."""
     import json
 
     from textbatch import PaddingCollator, TextDataset, load_tokenizer
@@ -63,7 +66,10 @@ def ddp_fit_worker(rank: int, world_size: int, folder: str) -> None:
             eval_loader,
             epochs=2,
             lr=1e-2,
-            out_dir=path / "out",
+            out_dir=path / out,
+            resume=True,
+            checkpoint_every=4,
+            stop_after_steps=stop_after_steps,
             progress=False,
         )
         for record in history:
@@ -72,7 +78,7 @@ def ddp_fit_worker(rank: int, world_size: int, folder: str) -> None:
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         torch.save(
             {"weights": weights, "history": history, "batches": len(train_loader)},
-            path / f"rank{rank}.pt",
+            path / f"{out}-rank{rank}.pt",
         )
         dist.barrier()  # both ranks done before the group is torn down
     finally:

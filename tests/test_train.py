@@ -227,7 +227,7 @@ def test_two_process_ddp_training(tmp_path, corpus_records, tokenizer):
     tokenizer.save_pretrained(tmp_path / "tokenizer")
     (tmp_path / "data.json").write_text(json.dumps(corpus_records[:400]))
     mp.spawn(ddp_fit_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
-    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    results = [torch.load(tmp_path / f"out-rank{r}.pt", weights_only=True) for r in range(2)]
     # DDP keeps the replicas identical, and each rank saw half of every epoch
     for key, value in results[0]["weights"].items():
         assert torch.equal(value, results[1]["weights"][key]), key
@@ -235,6 +235,15 @@ def test_two_process_ddp_training(tmp_path, corpus_records, tokenizer):
     assert results[0]["history"] == results[1]["history"]  # metrics are reduced over ranks
     assert json.loads((tmp_path / "out" / "history.json").read_text())  # written by rank 0
     assert results[0]["history"][-1]["real_tokens"] > 0
+    # stopped mid-epoch 2 and resumed: the same history. Rank 0's running totals alone were
+    # saved and restored on both ranks, so epoch 2's loss and token counts came out wrong.
+    steps = results[0]["batches"] + results[0]["batches"] // 2  # into epoch 2
+    mp.spawn(ddp_fit_worker, args=(2, str(tmp_path), "cut", steps), nprocs=2, join=True)
+    mp.spawn(ddp_fit_worker, args=(2, str(tmp_path), "cut"), nprocs=2, join=True)
+    resumed = torch.load(tmp_path / "cut-rank0.pt", weights_only=True)
+    assert resumed["history"] == results[0]["history"]
+    for key, value in results[0]["weights"].items():
+        assert torch.equal(value, resumed["weights"][key]), key
 
 
 def test_fit_on_a_stream(tokenizer, corpus_records):

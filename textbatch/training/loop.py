@@ -604,6 +604,8 @@ class _Run:
             return None
         _check_identity(read_trainer_state(path).get("identity"), self.identity, path)
         self.state, rng = load_checkpoint(path, _unwrap(self.model), self.objects)
+        if isinstance(self.state.get("meter"), list):  # each rank's own totals (a dict: older)
+            self.state["meter"] = self.state["meter"][world()[0]]
         self.order_restored = _load_order_state(self.loader, self.state.get("order"))
         if self.main and log:
             epoch, step = self.state["epoch"] + 1, self.state["step"]
@@ -639,11 +641,14 @@ class _Run:
         now = rng_states(self.generators)
         at_start = not self.state["position"]
         rng = _gather({"now": now, "epoch_start": now if at_start else self.epoch_rng})
+        # every rank's running totals of the epoch (rank 0's alone, restored on every rank,
+        # counted its part twice and the others' never in a resumed epoch's record)
+        meters = None if meter is None else _gather(meter)
         if not self.main:
             return
         saved = {
             **self.state,
-            "meter": meter,
+            "meter": meters,
             "identity": self.identity,
             "order": _order_state(self.loader, self.state["position"]),
         }
