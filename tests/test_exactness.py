@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -556,3 +557,19 @@ def test_resume_through_torchdata_stateful_dataloader(tokenizer, data, tmp_path,
     history = fit(resumed, *loaders(), out_dir=tmp_path, resume=True, **OPTIONS)
     assert _plain(history) == _plain(expected)
     _same_weights(reference, resumed)
+
+
+def test_a_resume_with_another_number_of_ranks_says_so():
+    """The refusal named internal option paths and a derived batch count, never the number of
+    processes or torchrun's flag."""
+    from textbatch.training.loop import _check_identity
+
+    def identity(ranks, batches):
+        return {"train": {"data": "d", "batches": {"num_replicas": ranks, "batches": batches}},
+                "eval": {"data": "e", "batches": {"num_replicas": ranks}}}  # fmt: skip
+
+    with pytest.raises(TextBatchError) as refused:
+        _check_identity(identity(2, 43), identity(1, 85), Path("ckpt"))
+    message = str(refused.value)
+    assert "written by 2 processes (ranks) and this run has 1" in message
+    assert "torchrun --nproc-per-node 2" in message and "batches=43" not in message

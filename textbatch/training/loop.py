@@ -915,6 +915,15 @@ def _check_identity(saved: dict[str, Any] | None, current: dict[str, Any], path:
         # The caller's own options differ (``config``, e.g. the command line's flags): they
         # explain the options and batches derived from them, which are left out.
         keys = [k for k in keys if k.startswith("config.") or k.endswith(".data")]
+    ranks = [k for k in keys if k.endswith("num_replicas")]
+    if ranks:
+        # Another world size explains the batches and options derived from it: say it plainly.
+        before, now = old[ranks[0]], new[ranks[0]]
+        differences.append(
+            f"it was written by {before} processes (ranks) and this run has {now}; resume with "
+            f"{before} (torchrun --nproc-per-node {before})"
+        )
+        keys = [k for k in keys if k.startswith("config.") or k.endswith(".data")]
     for key in keys:
         before, now = old.get(key, "<none>"), new.get(key, "<none>")
         name = key.removeprefix("options.")
