@@ -207,6 +207,28 @@ def test_mid_epoch_resume_with_workers(tokenizer, data, tmp_path):
     _same_weights(reference, resumed)
 
 
+def test_a_pruned_checkpoint_leaves_the_checkpoints_before_it_is_deleted(
+    tokenizer, data, tmp_path, monkeypatch
+):
+    """A kill while an old checkpoint was deleted in place left part of it (its state file
+    gone) among the checkpoints for good: no later prune could tell it was this run's."""
+    from textbatch.training import checkpoint
+
+    deleted = []
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", lambda path, **kw: deleted.append(path))
+    options = {**OPTIONS, "checkpoint_every": 3}
+    fit(_model(tokenizer), *_loaders(data), out_dir=tmp_path, stop_after_steps=12, **options)
+    folder = tmp_path / "checkpoints"
+    assert len(checkpoint_folders(folder)) == checkpoint.KEEP  # as if every delete was killed
+    pruned = [path for path in deleted if path.name.endswith(".pruned")]
+    assert pruned and all(path.name.startswith(".step-") for path in pruned)
+    monkeypatch.undo()
+    checkpoint.remove_leftovers(folder)  # what the next run does first
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name for p in checkpoint_folders(folder)
+    )
+
+
 def test_a_damaged_newest_checkpoint_falls_back_to_an_older_one(tokenizer, data, tmp_path):
     reference = _model(tokenizer)
     expected = fit(reference, *_loaders(data), **OPTIONS)

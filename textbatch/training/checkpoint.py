@@ -174,7 +174,15 @@ def _prune(folder: Path, run_id: str, keep: Path) -> None:
     older = [p for p in checkpoint_folders(folder) if _order(p) < _order(keep)]
     ours = [p for p in older if _run_id(p) == run_id]
     for old in ours[KEEP - 1 :]:
-        shutil.rmtree(old, ignore_errors=True)
+        # Renamed out of the checkpoints first (one atomic step), then deleted: a kill while
+        # deleting it in place left a part of a checkpoint that no later prune could name as
+        # this run's (its state file gone); a renamed leftover goes with the others.
+        aside = old.with_name(f".{old.name}.pruned")
+        try:
+            old.rename(aside)
+        except OSError:
+            aside = old
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def find_checkpoint(folder: str | Path) -> Path | None:
