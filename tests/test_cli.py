@@ -576,3 +576,12 @@ def test_an_error_in_the_evaluation_file_names_it(files, tmp_path, capsys, corpu
     code, _, err = run(capsys, *args, "--out", tmp_path / "run", "--no-progress")
     assert code == 2
     assert f"in the evaluation data '{evaluation}': column 'body' is not in the data" in err
+
+
+def test_train_on_a_txt_file_says_it_holds_no_labels(tmp_path, capsys, corpus_records):
+    """It advised naming the label column with --label-column, which a .txt cannot have."""
+    data = tmp_path / "texts.txt"
+    data.write_text("".join(r["text"] + "\n" for r in corpus_records[:50]))
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run", "--no-progress")
+    assert code == 2 and "is a text file: one text per line, no labels" in err
+    assert "--label-column" not in err

@@ -258,6 +258,11 @@ def _from_file(path: str, tok: Any, main: bool, **options: Any) -> TextDataset:
         dataset = TextDataset.from_file(path, tok, **options)
     if options.get("label") is not None and not dataset.has_labels:  # training needs them
         reading = {k: options[k] for k in ("encoding", "encoding_errors") if k in options}
+        if Path(path).suffix.lower() == ".txt":
+            raise TextBatchError(
+                f"{path!r} is a text file: one text per line, no labels, so it can be predicted "
+                "but not trained on. Give a csv, tsv, jsonl or parquet file with a label column."
+            )
         columns = load_file(path, **reading).column_names  # the cached copy just read
         raise TextBatchError(
             f"{path!r} has no label column {options['label']!r}; its columns are {columns}. "
