@@ -874,3 +874,22 @@ def test_the_strict_csv_read_takes_long_cells_and_leaves_csvs_limit_alone(tokeni
     next(examples)
     assert csv.field_size_limit() == before  # mid-stream
     assert len(list(examples)) == 3000 and csv.field_size_limit() == before
+
+
+def test_a_stream_names_the_malformed_quote_a_full_read_names(tokenizer, tmp_path, capfd):
+    """In SST-2's style a later lone '"' made pandas fail first in a stream, which then gave
+    pandas' words ("EOF inside string starting at row 5") where the full read named line 3;
+    and csv's "'\\t' expected" showed a literal tab."""
+    path = tmp_path / "sst2.tsv"
+    path.write_text(
+        'sentence\tlabel\nfine .\t1\n"the" movie was bad\t0\na "great" film\t1\n" \t0\n'
+    )
+    expected = r"not valid tsv at line 3 \('\\t' expected after '\"'\).*QUOTE_NONE"
+    with pytest.raises(TextBatchError, match=expected):
+        TextDataset.from_file(path, tokenizer, text="sentence", cache_dir=tmp_path / "c")
+    stream = StreamingTextDataset.from_file(
+        path, tokenizer, text="sentence", label_names=["0", "1"]
+    )
+    with pytest.raises(TextBatchError, match=expected):
+        list(stream)
+    assert "Failed to read file" not in capfd.readouterr().err  # datasets' log line, muted

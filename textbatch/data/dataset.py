@@ -13,8 +13,7 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +45,7 @@ from textbatch.data.delimited import (
     checked_stream,
     exact_json_columns,
     is_json_lines,
+    muted,
     parse_error,
     strict_rows,
 )
@@ -741,7 +741,7 @@ def _load_checked(
         with strict_rows():  # a row with more fields than the header is an error
             loader.download_and_prepare()
     else:
-        with _muted("datasets.packaged_modules.json.json"):  # its log line beside our error
+        with muted("datasets.packaged_modules.json.json"):  # its log line beside our error
             loader.download_and_prepare()
     tsv = options.get("sep") == TSV_OPTIONS["sep"]
     # .jsonl, .JSONL, or .json so written: looked at once, when the copy is made
@@ -766,22 +766,6 @@ def _load_checked(
     if as_copy:
         return ArrowCopy(files, loader.info.features, int(split.num_examples))
     return loader.as_dataset(split="train")
-
-
-@contextmanager
-def _muted(logger: str) -> Iterator[None]:
-    """No records from ``logger`` in the block: ``datasets``' json reader logs a parse error
-    ("Failed to load JSON from file ...") before raising it, and the error textbatch raises
-    says it in one line."""
-    import logging
-
-    muted = logging.getLogger(logger)
-    level = muted.level
-    muted.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        muted.setLevel(level)
 
 
 def _split_files(loader: Any, split: Any) -> list[str]:

@@ -15,6 +15,7 @@ row numbers of every later line) is an error too.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import warnings
@@ -57,6 +58,22 @@ def as_text(path: Path, options: dict[str, Any], shown: str) -> dict[str, Any]:
     names = [name or f"Unnamed: {position}" for position, name in enumerate(header)]
     text = datasets.Features({name: datasets.Value("string") for name in names})
     return {**options, "features": text}
+
+
+@contextmanager
+def muted(logger: str) -> Iterator[None]:
+    """No records from ``logger`` in the block: ``datasets``' json and csv readers log a parse
+    error ("Failed to load JSON from file ...") before raising it, and the error textbatch
+    raises says it in one line."""
+    import logging
+
+    muted = logging.getLogger(logger)
+    level = muted.level
+    muted.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        muted.setLevel(level)
 
 
 @contextmanager
@@ -132,9 +149,11 @@ def _bad_quote(first: int, last: int, problem: str, shown: str, options: dict[st
         "TextDataset.from_records or from_hf; else quote that field whole"
         if tsv
         else 'Quote that field whole and double the quotes in it ("""Top"" coach"), or '
-        "remove a stray '\"'"
+        "remove a stray '\"'; a file that escapes quotes with a backslash (\\\") is not csv "
+        "pandas reads by default: write it with doubled quotes instead"
     )
     kind = "tsv" if tsv else "csv"
+    problem = problem.replace("\t", "\\t")  # csv's "'\t' expected" held a literal tab
     if "end of data" in problem:  # no closing quote: pandas says "EOF inside string"
         return TextBatchError(
             f"{shown!r} is not valid {kind}: the '\"' that opens a field at line {first} is never "
@@ -170,10 +189,13 @@ def _joined_rows(row: int, name: str, cell: str, shown: str) -> TextBatchError:
     return TextBatchError(
         f"row {row} of {shown!r}, column {name!r}, holds tabs and {cell.count(chr(10))} line "
         f"breaks ({cell[:60]!r}{'...' if len(cell) > 60 else ''}): a '\"' that opens a field "
-        "quotes it up to the next '\"', across tabs and lines, so rows were joined. If the "
-        "file's quotes are text (as in GLUE's tsv files), read it with pandas "
+        "quotes it up to the next '\"', across tabs and lines, so rows were most likely "
+        "joined. If the file's quotes are text (as in GLUE's tsv files), read it with pandas "
         "(read_csv(path, sep='\\t', quoting=csv.QUOTE_NONE, keep_default_na=False)) and use "
-        "TextDataset.from_records or from_hf; else quote that field whole."
+        "TextDataset.from_records or from_hf. If that cell is meant to hold tabs and line "
+        "breaks (pandas' to_csv quotes such a cell), read it with pandas "
+        "(read_csv(path, sep='\\t', keep_default_na=False)) and use TextDataset.from_records, "
+        "or write the file as csv or jsonl."
     )
 
 
@@ -205,19 +227,26 @@ def _checked_rows(path: str, options: dict[str, Any], shown: str) -> Iterator[di
     records = (record for record in strict_records(path, read, shown) if record)
     next(records, None)  # the header
     try:
-        with strict_rows():
-            for index, row in enumerate(rows):
-                next(records, None)
-                if tsv:
-                    for name, cell in row.items():
-                        if isinstance(cell, str) and "\t" in cell and "\n" in cell:
-                            raise _joined_rows(index, name, cell, shown)
-                yield row
+        for index in itertools.count():
+            # pandas' extra-fields warning raised and datasets' log line muted while a row is
+            # read, not while the stream waits between rows (both settings are process-wide)
+            with strict_rows(), muted("datasets.packaged_modules.csv.csv"):
+                row = next(rows, None)
+            if row is None:
+                break
+            next(records, None)
+            if tsv:
+                for name, cell in row.items():
+                    if isinstance(cell, str) and "\t" in cell and "\n" in cell:
+                        raise _joined_rows(index, name, cell, shown)
+            yield row
         for _ in records:
             pass
     except TextBatchError:
         raise
     except Exception as error:
+        for _ in records:  # a malformed quote ahead, which pandas met first: name it, as a
+            pass  # full read of the file does
         problem = parse_error(error, Path(path), read, shown)
         raise TextBatchError(f"cannot read {shown!r} as csv: {problem}") from error
     finally:
