@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from textbatch import StreamingTextDataset, TextBatchError, TextDataset
+from textbatch.errors import TextBatchWarning
 
 
 @pytest.fixture(scope="module")
@@ -176,3 +177,21 @@ def test_ranks_given_to_the_bucketed_stream_alone_are_refused(tokenizer, records
             assert (stream.rank, stream.num_replicas) == (rank, 2)
             seen += Counter(key(e) for batch in stream for e in batch)
         assert sum(seen.values()) == len(records) and max(seen.values()) == 1
+
+
+def test_a_json_array_file_streams_every_value_as_written(tokenizer, tmp_path):
+    """A .json array file (not lines) streamed through datasets read a column of several kinds
+    lossily: beside a number, "123" came back as 123 and "null" as missing."""
+    rows = [{"text": 42, "label": "x"}, {"text": "123", "label": "y"},
+            {"text": "null", "label": "x"}, {"text": '"great"', "label": "y"}]  # fmt: skip
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps(rows, indent=1))
+    stream = StreamingTextDataset.from_file(path, tokenizer, label_names=["x", "y"],
+                                            drop_invalid=True)  # fmt: skip
+    with pytest.warns(TextBatchWarning, match="dropped 1 streamed records"):
+        got = [e["input_ids"] for e in stream]
+    expected = TextDataset.from_records(rows[1:], tokenizer, label_names=["x", "y"])
+    assert got == [expected[i]["input_ids"] for i in range(3)]
+    path.write_text(json.dumps([["a", "x"]]))
+    with pytest.raises(TextBatchError, match="item 0 of .* is a list, not an object"):
+        list(StreamingTextDataset.from_file(path, tokenizer, label_names=["x"]))

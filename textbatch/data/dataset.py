@@ -601,8 +601,8 @@ def _read_file(
         if streaming:
             if builder == "csv":
                 return checked_stream(path, as_text(path, options, str(path)), str(path)), None
-            if builder == "json" and is_json_lines(path):
-                return checked_json_stream(path, str(path)), None
+            if builder == "json":  # read as Python's json reads it, each value as written
+                return checked_json_stream(path, str(path), lines=is_json_lines(path)), None
             stream = datasets.load_dataset(
                 builder, data_files=str(path), split="train", streaming=True, **options
             )

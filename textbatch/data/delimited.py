@@ -318,17 +318,39 @@ def exact_json_columns(files: list[Path], path: Path, lines: bool) -> None:
         os.replace(temporary, file)
 
 
-def checked_json_stream(path: Path, shown: str) -> Any:
-    """A ``datasets.IterableDataset`` of the rows of the JSON Lines file ``path`` as Python's
-    ``json`` reads them, one per line: a line with two objects or no JSON is an error naming it
-    (``datasets`` read such a line as two rows, or raised from inside the loop), and a column
-    of values of several kinds keeps each value as written (``datasets`` read a text ``"123"``
-    as the number 123 there)."""
+def checked_json_stream(path: Path, shown: str, lines: bool = True) -> Any:
+    """A ``datasets.IterableDataset`` of the rows of the JSON Lines file ``path`` (with
+    ``lines=False``, of the JSON array of objects it holds) as Python's ``json`` reads them: a
+    line with two objects or no JSON is an error naming it (``datasets`` read such a line as
+    two rows, or raised from inside the loop), and a column of values of several kinds keeps
+    each value as written (``datasets`` read a text ``"123"`` as the number 123 there). An
+    array is read whole, as ``datasets`` reads one."""
     import datasets
 
+    rows = _json_rows if lines else _json_array_rows
     return datasets.IterableDataset.from_generator(
-        _json_rows, gen_kwargs={"path": str(path), "shown": shown}
+        rows, gen_kwargs={"path": str(path), "shown": shown}
     )
+
+
+def _json_array_rows(path: str, shown: str) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8-sig") as handle:
+        try:
+            data = json.load(handle, object_pairs_hook=_unique_keys)
+        except ValueError as error:
+            raise TextBatchError(f"{shown!r} cannot be read as JSON: {error}") from None
+    if not isinstance(data, list):
+        raise TextBatchError(
+            f"{shown!r} holds a JSON {type(data).__name__}, not a list of objects; write one "
+            'object per row ([{"text": ..., "label": ...}, ...]) or one per line.'
+        )
+    for number, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise TextBatchError(
+                f"item {number} of {shown!r} is a {type(row).__name__}, not an object "
+                '({"text": ..., "label": ...}).'
+            )
+        yield row
 
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
