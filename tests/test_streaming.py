@@ -193,5 +193,5 @@ def test_a_json_array_file_streams_every_value_as_written(tokenizer, tmp_path):
     expected = TextDataset.from_records(rows[1:], tokenizer, label_names=["x", "y"])
     assert got == [expected[i]["input_ids"] for i in range(3)]
     path.write_text(json.dumps([["a", "x"]]))
-    with pytest.raises(TextBatchError, match="item 0 of .* is a list, not an object"):
+    with pytest.raises(TextBatchError, match=r"item 0 of .* is a list, not an object"):
         list(StreamingTextDataset.from_file(path, tokenizer, label_names=["x"]))
