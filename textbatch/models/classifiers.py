@@ -354,9 +354,7 @@ class BackboneClassifier(nn.Module):
         self.head = nn.Linear(hidden, num_labels, dtype=dtype)
         self._takes_positions = "position_ids" in _forward_arguments(backbone)
         self._takes_types = "token_type_ids" in _forward_arguments(backbone)
-        # RoBERTa-style embeddings count positions from padding_idx + 1.
-        padding_idx = getattr(getattr(backbone, "embeddings", None), "padding_idx", None)
-        self.position_offset = 0 if padding_idx is None else int(padding_idx) + 1
+        self.position_offset = position_offset(backbone)
         self.max_positions = position_limit(backbone)
         limit = self.max_positions
         if max_length is not None and limit is not None and max_length > limit:
@@ -471,8 +469,11 @@ class BackboneClassifier(nn.Module):
 
     def _check_positions(self, positions_or_mask: torch.Tensor, packed: bool) -> None:
         """A clear error for a sequence longer than the backbone's position embeddings (it
-        failed inside them with ``IndexError: index out of range in self``)."""
-        if self.max_positions is None or not positions_or_mask.numel():
+        failed inside them with ``IndexError: index out of range in self``). No sequence is
+        longer than its batch is wide: only a batch wider than the limit is counted (a count
+        read back from a GPU would wait for it, every batch)."""
+        limit = self.max_positions
+        if limit is None or positions_or_mask.shape[-1] <= limit or not positions_or_mask.numel():
             return
         if packed:
             longest = int(positions_or_mask.max()) + 1 - self.position_offset
@@ -532,16 +533,21 @@ def _check_saved_options(path: Path, saved: dict[str, Any], given: dict[str, Any
         )
 
 
+def position_offset(backbone: nn.Module) -> int:
+    """The first position the backbone counts from: 0, or ``padding_idx + 1`` for
+    RoBERTa-style embeddings."""
+    padding_idx = getattr(getattr(backbone, "embeddings", None), "padding_idx", None)
+    return 0 if padding_idx is None else int(padding_idx) + 1
+
+
 def position_limit(backbone: nn.Module) -> int | None:
     """Tokens per sequence the backbone's learned absolute position embeddings allow (their
-    count less the RoBERTa-style offset); None where it has none (e.g. rotary or relative
+    count less :func:`position_offset`); None where it has none (e.g. rotary or relative
     positions only)."""
-    embeddings = getattr(backbone, "embeddings", None)
-    table = getattr(embeddings, "position_embeddings", None)
+    table = getattr(getattr(backbone, "embeddings", None), "position_embeddings", None)
     if not isinstance(table, nn.Embedding):
         return None
-    padding_idx = getattr(embeddings, "padding_idx", None)
-    return table.num_embeddings - (0 if padding_idx is None else int(padding_idx) + 1)
+    return table.num_embeddings - position_offset(backbone)
 
 
 def backbone_position_limit(path: str | os.PathLike) -> int | None:
