@@ -168,9 +168,7 @@ class BucketedStream(torch.utils.data.IterableDataset):
         self.epoch = non_negative_int("epoch", epoch)
         self._state = self._fresh_state()
         if hasattr(self.source, "set_epoch"):
-            self.source.set_epoch(epoch)
-        if self._read_from is not self.source:
-            self._read_from.set_epoch(epoch)
+            self.source.set_epoch(epoch)  # a rank's copy takes it from the source at __iter__
 
     @staticmethod
     def _fresh_state() -> dict[str, Any]:

@@ -242,10 +242,10 @@ def train_throughput(
 ) -> None:
     """Train the small classifier on ``steps`` batches of each strategy's plan (all of a plan
     with fewer), spread evenly over the epoch (so that a sorted plan is not judged on its
-    shortest batches), ``repeats``
-    times, the strategies interleaved and their order rotated each round (so that a busy
-    moment of the machine does not fall on one strategy only). Stores the median real tokens
-    per second, every run, the spread and whether it is within the noise of the fastest."""
+    shortest batches), ``repeats`` times, the strategies interleaved and their order rotated
+    each round (so that a busy moment of the machine does not fall on one strategy only).
+    Stores the median real tokens per second, every run, the spread, whether it is within the
+    noise of the fastest, and the batches trained."""
     if not dataset.has_labels:
         raise TextBatchError("--train-steps needs labelled data (a label column).")
     runs: dict[str, list[float]] = {r.name: [] for r in results}

@@ -67,13 +67,13 @@ def muted(logger: str) -> Iterator[None]:
     raises says it in one line."""
     import logging
 
-    muted = logging.getLogger(logger)
-    level = muted.level
-    muted.setLevel(logging.CRITICAL + 1)
+    quiet = logging.getLogger(logger)
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL + 1)
     try:
         yield
     finally:
-        muted.setLevel(level)
+        quiet.setLevel(level)
 
 
 @contextmanager

@@ -911,18 +911,17 @@ def _check_identity(saved: dict[str, Any] | None, current: dict[str, Any], path:
     old, new = _flatten(saved), _flatten(current)
     differences = []
     keys = [k for k in sorted(set(old) | set(new)) if old.get(k, "<none>") != new.get(k, "<none>")]
-    if any(k.startswith("config.") for k in keys):
-        # The caller's own options differ (``config``, e.g. the command line's flags): they
-        # explain the options and batches derived from them, which are left out.
-        keys = [k for k in keys if k.startswith("config.") or k.endswith(".data")]
-    ranks = [k for k in keys if k.endswith("num_replicas")]
+    # The caller's own options (``config``, e.g. the command line's flags), or else another
+    # world size, explain the options and batches derived from them, which are left out.
+    own = any(k.startswith("config.") for k in keys)
+    ranks = [] if own else [k for k in keys if k.endswith("num_replicas")]
     if ranks:
-        # Another world size explains the batches and options derived from it: say it plainly.
         before, now = old[ranks[0]], new[ranks[0]]
         differences.append(
             f"it was written by {before} processes (ranks) and this run has {now}; resume with "
             f"{before} (torchrun --nproc-per-node {before})"
         )
+    if own or ranks:
         keys = [k for k in keys if k.startswith("config.") or k.endswith(".data")]
     for key in keys:
         before, now = old.get(key, "<none>"), new.get(key, "<none>")
