@@ -578,8 +578,15 @@ def test_an_error_in_the_evaluation_file_names_it(files, tmp_path, capsys, corpu
     assert f"in the evaluation data '{evaluation}': column 'body' is not in the data" in err
 
 
-def test_train_on_a_txt_file_says_it_holds_no_labels(tmp_path, capsys, corpus_records):
-    """It advised naming the label column with --label-column, which a .txt cannot have."""
+def test_train_on_a_txt_file_says_it_holds_no_labels(tmp_path, capsys, corpus_records, monkeypatch):
+    """It advised naming the label column with --label-column, which a .txt cannot have (and
+    said so once a tokenizer was trained and the file tokenised)."""
+    import textbatch.cli.recipes as recipes
+
+    def unread(*args, **kwargs):
+        raise AssertionError("a tokenizer was trained before the refusal")
+
+    monkeypatch.setattr(recipes, "train_tokenizer", unread)
     data = tmp_path / "texts.txt"
     data.write_text("".join(r["text"] + "\n" for r in corpus_records[:50]))
     code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run", "--no-progress")

@@ -106,6 +106,13 @@ def _train(config: TrainConfig, out: Path, device: torch.device, main: bool) -> 
     # Only a checkpoint makes a resume: before the first one, --resume starts over, and
     # whatever an earlier attempt left in --out (its tokenizer) is made anew.
     resuming = config.resume and bool(checkpoint_folders(out / "checkpoints"))
+    for data in (config.data, config.eval_data):  # before a tokenizer is trained on it
+        if data is not None and Path(data).suffix.lower() == ".txt":
+            raise TextBatchError(
+                f"{str(data)!r} is a text file: one text per line, no labels, so it can be "
+                "predicted but not trained on. Give a csv, tsv, jsonl or parquet file with a "
+                "label column."
+            )
     if config.packing and config.backbone:  # before tokenising, not at the first batch
         check_packable(backbone_config(config.model).model_type)
     tok = _run_tokenizer(config, out, main, resuming)
@@ -258,11 +265,6 @@ def _from_file(path: str, tok: Any, main: bool, **options: Any) -> TextDataset:
         dataset = TextDataset.from_file(path, tok, **options)
     if options.get("label") is not None and not dataset.has_labels:  # training needs them
         reading = {k: options[k] for k in ("encoding", "encoding_errors") if k in options}
-        if Path(path).suffix.lower() == ".txt":
-            raise TextBatchError(
-                f"{path!r} is a text file: one text per line, no labels, so it can be predicted "
-                "but not trained on. Give a csv, tsv, jsonl or parquet file with a label column."
-            )
         columns = load_file(path, **reading).column_names  # the cached copy just read
         raise TextBatchError(
             f"{path!r} has no label column {options['label']!r}; its columns are {columns}. "
