@@ -50,6 +50,11 @@ def run(capsys, *argv):
     return code, out, err
 
 
+def run_predict(capsys, model, data, out, *flags):
+    """``textbatch predict --model model --data data --out out [flags]``, as :func:`run`."""
+    return run(capsys, "predict", "--model", model, "--data", data, "--out", out, *flags)
+
+
 def read_csv(path):
     return list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
 
@@ -79,7 +84,7 @@ def test_rows_without_text_get_a_reason_in_order_jsonl(model_dir, tmp_path, caps
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in records))
     out = tmp_path / "p.jsonl"
-    code, stdout, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out", out)
+    code, stdout, err = run_predict(capsys, model_dir, data, out)
     assert code == 0, err
     assert "Traceback" not in err
     rows = read_jsonl(out)
@@ -107,7 +112,7 @@ def test_rows_without_text_in_a_csv(model_dir, tmp_path, capsys, corpus_records)
     with open(data, "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([["id", "text"], [1, text], [2, "   "], [3, text], [4, " "]])
     out = tmp_path / "p.csv"
-    code, _, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out", out)
+    code, _, err = run_predict(capsys, model_dir, data, out)
     assert code == 0, err
     lines = out.read_text().splitlines()
     assert lines[0] == "row,label,probability,reason"
@@ -123,7 +128,7 @@ def test_no_row_with_text_is_one_error_line_and_exit_2(model_dir, tmp_path, caps
     data = tmp_path / "data.jsonl"
     data.write_text('{"text": ""}\n{"text": "   "}\n{"text": null}\n')
     out = tmp_path / "p.csv"
-    code, stdout, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out", out)
+    code, stdout, err = run_predict(capsys, model_dir, data, out)
     assert code == 2 and stdout == ""
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -353,11 +358,13 @@ def test_a_pair_model_and_a_single_text_model_refuse_the_other_input(
     code, _, err = run(capsys, "predict", "--model", pairs, "--data", data, "--out",
                        tmp_path / "p.csv")  # fmt: skip
     assert code == 2 and "trained on text pairs; name the data's second" in err
-    code, _, _ = run(capsys, "predict", "--model", pairs, "--data", data, "--out",
-                     tmp_path / "p.csv", "--text-pair-column", "second")  # fmt: skip
+    code, _, _ = run_predict(
+        capsys, pairs, data, tmp_path / "p.csv", "--text-pair-column", "second"
+    )
     assert code == 0 and len(read_csv(tmp_path / "p.csv")) == 200
-    code, _, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out",
-                       tmp_path / "q.csv", "--text-pair-column", "second")  # fmt: skip
+    code, _, err = run_predict(
+        capsys, model_dir, data, tmp_path / "q.csv", "--text-pair-column", "second"
+    )
     assert code == 2 and "trained on single texts, not pairs" in err
 
 
@@ -380,9 +387,7 @@ def test_an_example_over_max_tokens_is_named_by_its_row(model_dir, tmp_path, cap
     rows = [{"text": ""}, {"text": " "}, {"text": "a short one"}, {"text": "word " * 60}]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "p.csv"
-    code, _, err = run(
-        capsys, "predict", "--model", model_dir, "--data", data, "--out", out, "--max-tokens", 20
-    )
+    code, _, err = run_predict(capsys, model_dir, data, out, "--max-tokens", 20)
     assert code == 2 and not out.exists()
     assert "error: row 3 has 122 tokens, more than --max-tokens 20 (1 of rows 0 to 3" in err
 
@@ -392,7 +397,7 @@ def test_texts_that_are_json_themselves_are_predicted(model_dir, tmp_path, capsy
     data = tmp_path / "data.jsonl"
     data.write_text('{"text": 42}\n{"text": "123"}\n{"text": "null"}\n{"text": "\\"great\\""}\n')
     out = tmp_path / "p.jsonl"
-    code, _, err = run(capsys, "predict", "--model", model_dir, "--data", data, "--out", out)
+    code, _, err = run_predict(capsys, model_dir, data, out)
     if code == 2 and "JSON parse error" in err:  # datasets < 5 cannot read such a file
         return
     assert code == 0, err
