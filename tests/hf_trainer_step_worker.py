@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import torch
+from hf_trainer_worker import end_process_group
 from transformers import BertForSequenceClassification, TrainingArguments
 
 from textbatch import BucketTrainer, PaddingCollator, TextDataset, load_tokenizer, make_corpus
@@ -54,6 +55,7 @@ def main() -> None:
             name: (before[name] - p.detach()).tolist() for name, p in model.named_parameters()
         }
     Path(out, f"rank{args.process_index}.json").write_text(json.dumps(result))
+    end_process_group()
 
 
 if __name__ == "__main__":

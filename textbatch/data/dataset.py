@@ -54,7 +54,7 @@ from textbatch.data.hashing import checksum_path, checksum_problem, file_digest,
 from textbatch.data.tokenize import TableTokenizer
 from textbatch.data.tokenizers import makes_token_types
 from textbatch.errors import TextBatchError, TextBatchWarning, causes
-from textbatch.files import remove_stale_temporaries
+from textbatch.files import atomic_write, remove_stale_temporaries
 
 Example = dict[str, Any]
 Transform = Callable[[Example], Example]
@@ -614,7 +614,15 @@ def _read_file(
             source = utf8_source(path, folder, encoding, encoding_errors)
         if builder == "csv":
             options = as_text(source, options, str(path))
-        dataset = _load_checked(builder, source, folder, options, str(path), as_copy=as_copy)
+        compact = _compact_name(source, path, folder)
+        if builder == "json" and compact.exists():  # made by an earlier read of these bytes
+            source = compact
+        try:
+            dataset = _load_checked(builder, source, folder, options, str(path), as_copy=as_copy)
+        except Exception as error:
+            if not (builder == "json" and _without_blank_lines(error, source, compact)):
+                raise
+            dataset = _load_checked(builder, compact, folder, options, str(path), as_copy=as_copy)
         if _file_state(path) != before:  # the cache may hold other bytes than the digest's
             shutil.rmtree(folder, ignore_errors=True)
             raise TextBatchError(
@@ -638,6 +646,35 @@ def _read_file(
         else:
             problem = _json_problem(error, source) or f"{type(error).__name__}: {error}"
         raise TextBatchError(f"cannot read {str(path)!r} as {builder}: {problem}") from error
+
+
+def _compact_name(source: Path, path: Path, folder: Path) -> Path:
+    """Where :func:`_without_blank_lines` writes the copy of ``source`` (the data file
+    ``path``, or its UTF-8 copy) in the cache folder ``folder``."""
+    return folder / f"{'lines' if source == path else source.stem}.no-blank-lines{source.suffix}"
+
+
+def _without_blank_lines(error: BaseException, source: Path, copy: Path) -> bool:
+    """Write ``copy``, the JSON Lines file ``source`` without its blank lines, and say True,
+    when ``error`` is ``datasets``' failure on a column of values of several kinds in a file
+    with blank lines: ``datasets`` 5 reads such a column as JSON values, but not with a blank
+    line in the file, and said "changed from string to number" for a file whose one row with
+    a number for a text is invalid alone. Blank lines are not records: the rows are the same.
+    False (nothing written) for any other error or file."""
+    if not any(") changed from" in str(seen) for seen in causes(error)):
+        return False
+    if not is_json_lines(source) or _bad_json_line(source) is not None:
+        return False
+    with open(source, encoding="utf-8-sig") as lines:
+        if all(line.strip() for line in lines):
+            return False
+
+    def write(tmp: str) -> None:
+        with open(source, encoding="utf-8-sig") as lines, open(tmp, "w", encoding="utf-8") as out:
+            out.writelines(line for line in lines if line.strip())
+
+    atomic_write(copy, write)
+    return True
 
 
 def _json_problem(error: BaseException, path: Path) -> str | None:
