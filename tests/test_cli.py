@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
+from torchrun import torchrun
 
 from textbatch.cli.main import main
 
@@ -204,13 +203,11 @@ def test_help_lists_the_commands(capsys):
 @pytest.mark.timeout(600)
 def test_torchrun_two_processes(files, tmp_path):
     out_dir = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TEXTBATCH_CACHE": str(tmp_path / "cache")}
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "-m", "textbatch", "train", "--data", str(files[0]), "--out", str(out_dir),
-        "--epochs", "2", "--no-progress",
+        "--epochs", "2", "--no-progress", "--overwrite",  # --overwrite: for torchrun's retry
     ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=500)
+    result = torchrun(command, tmp_path, timeout=500)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("best evaluation") == 1  # only rank 0 prints
     assert json.loads((out_dir / "metrics.json").read_text())["accuracy"] > 0.2
@@ -353,7 +350,6 @@ def test_model_pointing_at_a_data_folder_says_it_is_not_a_model(files, tmp_path,
 
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_train_outputs_respect_the_umask(files, tmp_path, capsys, umask):
-    import os
     import stat
 
     previous = os.umask(umask)

@@ -178,6 +178,44 @@ def test_select_keeps_label_names(tokenizer):
     np.testing.assert_array_equal(part.lengths, ds.lengths[[2, 0]])
 
 
+def test_select_writes_no_unchecked_cache_file(tokenizer, tmp_path):
+    """A split (select, as --eval-fraction makes) flattened its rows into a file of datasets'
+    own in the cache, without a checksum: a damaged one was read back as it was, and training
+    went on with other tokens. A selection now maps rows of the checked copy."""
+    from textbatch.data.hashing import checksum_path
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    cache = tmp_path / "cache"
+    ds = TextDataset.from_file(data, tokenizer, cache_dir=cache)
+    part = ds.select([3, 1, 2])
+    again = TextDataset.from_file(data, tokenizer, cache_dir=cache).select([3, 1, 2])
+    unchecked = [f for f in cache.rglob("*.arrow") if not checksum_path(f).exists()]
+    assert unchecked == []
+    assert [again[i]["input_ids"] for i in range(3)] == [ds[i]["input_ids"] for i in (3, 1, 2)]
+    assert part[0] == ds[3] and part.__getitems__([2, 0])[1]["labels"] == ds[3]["labels"]
+    np.testing.assert_array_equal(part.lengths, ds.lengths[[3, 1, 2]])
+    assert len(part) == 3 and part.select([1])[0] == ds[1]
+    with pytest.raises(IndexError, match="index 3 is out of range"):
+        part.__getitems__([3])
+
+
+def test_the_digest_is_of_the_examples_not_their_storage(tokenizer):
+    """Equal examples give equal digests, whether selected from a bigger dataset, read in other
+    chunks, or built from their records alone."""
+    ds = TextDataset.from_records(RECORDS, tokenizer)
+    order = [3, 0, 2]
+    alone = TextDataset.from_records(
+        [RECORDS[i] for i in order], tokenizer, label_names=ds.label_names
+    )
+    assert ds.select(order).content_digest() == alone.content_digest()
+    assert ds.select(range(len(ds))).content_digest() == ds.content_digest()
+    table = ds.hf.data.table
+    chunked = datasets.Dataset(table.from_batches(table.to_batches(max_chunksize=2)))
+    assert TextDataset(chunked, label_names=ds.label_names).content_digest() == ds.content_digest()
+    assert ds.select([0, 2, 3]).content_digest() != ds.select(order).content_digest()
+
+
 def test_transform_is_applied_on_read(tokenizer):
     def drop_last_token(example):
         return {**example, "input_ids": example["input_ids"][:-1]}
@@ -673,7 +711,7 @@ def test_one_number_among_jsonl_texts_is_that_row_alone(tokenizer, tmp_path, bla
     rows = [{"text": 42 if i == 3 else f"the match {i}", "label": "ab"[i % 2]} for i in range(8)]
     path = tmp_path / "one_number.jsonl"
     lines = [json.dumps(r) + "\n" for r in rows]
-    path.write_text("".join(lines[:2] + [blank] + lines[2:] + [blank]))
+    path.write_text("".join([*lines[:2], blank, *lines[2:], blank]))
     with pytest.raises(TextBatchError) as refused:
         TextDataset.from_file(path, tokenizer)
     if int(datasets.__version__.split(".")[0]) < 5:  # it cannot read such a file

@@ -16,6 +16,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torchrun import torchrun
 
 import textbatch
 from textbatch import (
@@ -400,13 +401,8 @@ def test_bucket_trainer_under_torchrun(data, tokenizer, tiny_bert_dir, tmp_path)
     every example is trained on exactly once per epoch over the ranks, in as many steps on
     each rank."""
     tokenizer.save_pretrained(tmp_path / "tokenizer")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TEXTBATCH_CACHE": str(tmp_path / "cache")}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        str(HERE / "hf_trainer_worker.py"), data, str(tmp_path / "tokenizer"),
-        str(tiny_bert_dir), str(tmp_path),
-    ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=800)
+    worker = [str(HERE / "hf_trainer_worker.py"), data, str(tmp_path / "tokenizer")]
+    result = torchrun([*worker, str(tiny_bert_dir), str(tmp_path)], tmp_path, timeout=800)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(r["world_size"] == 2 and r["ddp"] for r in ranks)
@@ -428,13 +424,8 @@ def test_bucket_trainer_weighs_sequences_over_ranks(tokenizer, tiny_bert_dir, tm
     from transformers import BertForSequenceClassification
 
     tokenizer.save_pretrained(tmp_path / "tokenizer")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TEXTBATCH_CACHE": str(tmp_path / "cache")}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        str(HERE / "hf_trainer_step_worker.py"), str(tmp_path / "tokenizer"),
-        str(tiny_bert_dir), str(tmp_path),
-    ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=500)
+    worker = [str(HERE / "hf_trainer_step_worker.py"), str(tmp_path / "tokenizer")]
+    result = torchrun([*worker, str(tiny_bert_dir), str(tmp_path)], tmp_path, timeout=500)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert all(r["world_size"] == 2 for r in ranks)

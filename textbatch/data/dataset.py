@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,8 +106,6 @@ class TextDataset(torch.utils.data.Dataset):
                 f"the dataset has no input_ids column (columns: {hf_dataset.column_names}); "
                 "build a TextDataset with TextDataset.from_hf/from_file/from_records."
             )
-        if hf_dataset._indices is not None:
-            hf_dataset = hf_dataset.flatten_indices()
         self.hf = hf_dataset
         self.label_names = label_names
         self.transform = transform
@@ -117,16 +115,29 @@ class TextDataset(torch.utils.data.Dataset):
         self._read_columns(hf_dataset)
 
     def _read_columns(self, hf_dataset: Any) -> None:
-        """Numpy views of the token columns, and the labels."""
+        """Numpy views of the token columns, the rows of them that are this dataset's (None:
+        all, in order), and the labels. A dataset selected, shuffled or filtered maps rows of
+        the table it was taken from: ``flatten_indices`` copied them into a file of
+        ``datasets``' own in the cache, which no checksum covered."""
         table = hf_dataset.data.table
         self._columns = {
             name: ListColumn(table.column(name))
             for name in ("input_ids", "token_type_ids")
             if name in hf_dataset.column_names
         }
-        self._labels = (
-            table.column("labels").to_numpy() if "labels" in hf_dataset.column_names else None
+        mapping = hf_dataset._indices  # the row mapping left by select/shuffle/filter, or None
+        self._rows: np.ndarray | None = (
+            None if mapping is None else mapping.column(0).to_numpy().astype(np.int64)
         )
+        self._labels = (
+            self._table_rows(table.column("labels").to_numpy())
+            if "labels" in hf_dataset.column_names
+            else None
+        )
+
+    def _table_rows(self, per_table_row: np.ndarray) -> np.ndarray:
+        """This dataset's rows of an array with one value per row of the table."""
+        return per_table_row if self._rows is None else per_table_row[self._rows]
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -328,13 +339,13 @@ class TextDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
-        return len(self._columns["input_ids"])
+        return len(self._columns["input_ids"]) if self._rows is None else len(self._rows)
 
     @property
     def lengths(self) -> np.ndarray:
         """Tokens per example (int64), read from the Arrow list offsets of ``input_ids``."""
         if self._lengths is None:
-            self._lengths = self._columns["input_ids"].lengths()
+            self._lengths = self._table_rows(self._columns["input_ids"].lengths())
         return self._lengths
 
     def content_digest(self) -> str:
@@ -347,14 +358,26 @@ class TextDataset(torch.utils.data.Dataset):
         digest = xxhash.xxh3_128()
         for name, column in sorted(self._columns.items()):
             digest.update(name.encode())
-            digest.update(column.lengths().tobytes())
-            for values in column.values:
-                digest.update(str(values.dtype).encode())
+            digest.update(self._table_rows(column.lengths()).tobytes())
+            if column.values:
+                digest.update(str(column.values[0].dtype).encode())
+            for values in self._values(column):
                 digest.update(np.ascontiguousarray(values).data)
         if self._labels is not None:
             digest.update(np.asarray(self._labels, dtype=np.int64).tobytes())
         digest.update(json.dumps(self.label_names).encode())
         return digest.hexdigest()
+
+    def _values(self, column: ListColumn, rows_per_block: int = 65_536) -> Iterator[np.ndarray]:
+        """The values of this dataset's rows of ``column``, in row order: the column's buffers
+        as they are, or the mapped rows gathered a block at a time."""
+        if self._rows is None:
+            yield from column.values
+            return
+        for start in range(0, len(self._rows), rows_per_block):
+            block = column.rows(self._rows[start : start + rows_per_block])
+            if block:
+                yield np.concatenate(block)
 
     @property
     def has_labels(self) -> bool:
@@ -390,7 +413,8 @@ class TextDataset(torch.utils.data.Dataset):
         if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
             bad = int(rows[(rows < 0) | (rows >= len(self))][0])
             raise IndexError(f"index {bad} is out of range for a dataset of {len(self)} examples")
-        columns = {name: column.rows(rows) for name, column in self._columns.items()}
+        table_rows = rows if self._rows is None else self._rows[rows]
+        columns = {name: column.rows(table_rows) for name, column in self._columns.items()}
         examples = [
             dict(zip(columns, values, strict=True))
             for values in zip(*columns.values(), strict=True)
@@ -418,7 +442,7 @@ class TextDataset(torch.utils.data.Dataset):
         """Pickle the Arrow-backed ``hf`` dataset (memory-mapped files pickle as their paths),
         not the numpy views into it: DataLoader workers map the same files."""
         state = self.__dict__.copy()
-        for key in ("_columns", "_labels", "_lengths"):
+        for key in ("_columns", "_rows", "_labels", "_lengths"):
             state.pop(key)
         return state
 
