@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from torchrun import torchrun
@@ -588,3 +590,31 @@ def test_train_on_a_txt_file_says_it_holds_no_labels(tmp_path, capsys, corpus_re
     code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run", "--no-progress")
     assert code == 2 and "is a text file: one text per line, no labels" in err
     assert "--label-column" not in err
+
+
+def test_ctrl_c_while_the_command_loads_is_one_line():
+    """torch and transformers load before any command runs (seconds on a busy machine): Ctrl-C
+    then printed a KeyboardInterrupt traceback from inside importlib."""
+    interrupted_import = """
+import builtins, sys
+real = builtins.__import__
+def interrupt(name, *args, **kwargs):
+    if name == "textbatch.cli.main":
+        raise KeyboardInterrupt
+    return real(name, *args, **kwargs)
+builtins.__import__ = interrupt
+from textbatch.__main__ import run
+sys.exit(run())
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", interrupted_import], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 130
+    assert result.stderr == "textbatch: interrupted.\n"
+
+
+def test_the_console_script_is_the_interruptible_entry_point():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "textbatch"]
+    assert script.value == "textbatch.__main__:run"

@@ -406,14 +406,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:  # reported by the command's own parser, with its own usage
         commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    if getattr(args, "no_progress", False) or getattr(args, "progress", True) is False:
-        import datasets
-
-        datasets.disable_progress_bars()  # "Generating", "Tokenizing", "Map" bars too
     flags = command_flags(parser, args.command)
     with warnings.catch_warnings():
         warnings.showwarning = _warning_printer(args.command, flags)
         try:
+            if getattr(args, "no_progress", False) or getattr(args, "progress", True) is False:
+                import datasets
+
+                datasets.disable_progress_bars()  # "Generating", "Tokenizing", "Map" bars too
             args.run(args)
         except TextBatchError as error:
             message = in_cli_words(str(error), flags)
