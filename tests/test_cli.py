@@ -584,7 +584,7 @@ def test_train_on_a_txt_file_says_it_holds_no_labels(tmp_path, capsys, corpus_re
     def unread(*args, **kwargs):
         raise AssertionError("a tokenizer was trained before the refusal")
 
-    monkeypatch.setattr(recipes, "train_tokenizer", unread)
+    monkeypatch.setattr(recipes, "trained_tokenizer", unread)
     data = tmp_path / "texts.txt"
     data.write_text("".join(r["text"] + "\n" for r in corpus_records[:50]))
     code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run", "--no-progress")

@@ -17,8 +17,8 @@ from textbatch.batching.collate import PackingCollator, PaddingCollator
 from textbatch.batching.loaders import make_loader
 from textbatch.cli.config import TrainConfig
 from textbatch.data.dataset import TextDataset, load_file, resolve_max_length
-from textbatch.data.prepare import texts_of
-from textbatch.data.tokenizers import load_tokenizer, train_tokenizer
+from textbatch.data.prepare import trained_tokenizer
+from textbatch.data.tokenizers import load_tokenizer
 from textbatch.distributed import barrier, init_distributed, is_main_process
 from textbatch.errors import TextBatchError
 from textbatch.files import atomic_folder, write_json
@@ -350,11 +350,14 @@ def _run_tokenizer(config: TrainConfig, out: Path, main: bool, resuming: bool) -
             "run's token ids came from. Restore it, or pass the run's --tokenizer."
         )
     if main:  # a fresh run (also --resume before any checkpoint was written)
-        raw = load_file(
-            config.data, encoding=config.encoding, encoding_errors=config.encoding_errors
+        trained = trained_tokenizer(
+            config.data,
+            config.text,
+            config.text_pair,
+            config.vocab_size,
+            encoding=config.encoding,
+            encoding_errors=config.encoding_errors,
         )
-        texts = texts_of(raw, config.text, config.text_pair)
-        trained = train_tokenizer(texts, vocab_size=config.vocab_size)
         _save_tokenizer(trained, out, replace=True)
     barrier()
     return load_tokenizer(out / "tokenizer")
