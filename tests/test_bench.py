@@ -171,13 +171,18 @@ def test_bench_replaces_earlier_results_only_with_overwrite(data_file, tmp_path,
     out = tmp_path / "bench"
     out.mkdir()
     (out / "results.json").write_text('{"an": "earlier bench"}')
+    (out / "throughput.png").write_bytes(b"an earlier bench's, with --train-steps")
+    (out / "notes.txt").write_text("the user's")
     argv = ["bench", "--data", str(data_file), "--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "holds the results of an earlier bench (results.json)" in err and "--overwrite" in err
+    assert "earlier bench (results.json, throughput.png)" in err and "--overwrite" in err
     assert (out / "results.json").read_text() == '{"an": "earlier bench"}'
     assert main([*argv, "--overwrite"]) == 0
     assert json.loads((out / "results.json").read_text())["schema"] == 2
+    # no training this time: the earlier run's throughput plot stood beside these results
+    assert not (out / "throughput.png").exists()
+    assert (out / "notes.txt").read_text() == "the user's"
 
 
 def test_stats_and_bench_read_the_files_encoding(tmp_path, corpus_records, capsys):

@@ -100,6 +100,8 @@ def run_bench(
         "collate": collate_speed(dataset, tok, batch_size, seed=seed),
         "machine": machine(),
     }
+    for name in earlier:  # what this run does not write again must not stand beside it
+        (out / name).unlink(missing_ok=True)
     write_json(out / "results.json", report)
     write_text(out / "results.csv", _strategies_csv(report["strategies"]))
     try:
