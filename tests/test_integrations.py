@@ -237,6 +237,32 @@ def test_bucket_trainer_with_a_plain_dataset_and_a_token_budget(
     assert padded < 1.25 * 3 * token_lengths(train).sum()
 
 
+def test_a_collator_that_pads_wider_than_the_budget_was_planned_for_warns(
+    tokenizer, corpus_records, tiny_bert, tmp_path
+):
+    """Wrapped in a function, DataCollatorWithPadding(pad_to_multiple_of=16) hides its rounding:
+    the budget counted unrounded widths, and batches came out up to 1.76x max_tokens, with no
+    word. The collator itself is read, and keeps the budget."""
+    import warnings
+
+    from transformers import DataCollatorWithPadding
+
+    train = hf_dataset(corpus_records[:200], tokenizer)
+    rounding = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=16)
+    args = training_args(tmp_path)
+    for collate, over in ((rounding, False), (lambda features: rounding(features), True)):
+        trainer = BucketTrainer(
+            model=tiny_bert, args=args, train_dataset=train, data_collator=collate, max_tokens=200
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            shapes = [tuple(b["input_ids"].shape) for b in trainer.get_train_dataloader()]
+        budget = [str(w.message) for w in caught if "token budget max_tokens=200" in str(w.message)]
+        assert any(rows * width > 200 for rows, width in shapes) == over
+        assert len(budget) == over  # once, at the first batch over it
+    assert "rounded up to a multiple of 1" in budget[0] and "pad_to_multiple_of" in budget[0]
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("accumulate", [2, 3])
 @pytest.mark.parametrize("kind", ["bert", "textbatch"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from textbatch import PackingCollator, PaddingCollator, TextBatchError
+from textbatch import PackingCollator, PaddingCollator, TextBatchError, TextBatchWarning
 from textbatch.batching.loaders import make_loader, sampler_options
 
 
@@ -121,3 +121,27 @@ def test_bad_options(options, message):
 def test_collator_options_say_what_they_count(make, message):
     with pytest.raises(TextBatchError, match=message):
         make()
+
+
+def rounding_collate(features):
+    """A PaddingCollator that rounds widths up to 16, in a function that hides it."""
+    return PaddingCollator(0, pad_to_multiple_of=16)(features)
+
+
+def test_make_loader_warns_when_batches_are_padded_past_the_budget():
+    """A collator in a function hides its rounding, and the budget counted unrounded widths."""
+    import warnings
+
+    from textbatch.training.loop import describe_loader
+
+    data = Toy(np.random.default_rng(0).integers(3, 60, size=300))
+    kept = make_loader(data, PaddingCollator(0, pad_to_multiple_of=16), max_tokens=200)
+    hidden = make_loader(data, rounding_collate, max_tokens=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert all(b["input_ids"].numel() <= 200 for b in kept)
+    budget = r"padded to \d+ tokens, \d+ against the token budget max_tokens=200"
+    with pytest.warns(TextBatchWarning, match=budget):
+        sizes = [b["input_ids"].numel() for b in hidden]
+    assert max(sizes) > 200  # what the warning is about
+    assert describe_loader(hidden)["collate"] == "rounding_collate"  # the caller's, not the check

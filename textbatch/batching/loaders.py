@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 
+from textbatch.batching.budget import BudgetCheck
 from textbatch.batching.sampler import BucketBatchSampler
 from textbatch.checks import non_negative_int, positive_int
 from textbatch.distributed import resolve_rank
@@ -114,4 +115,14 @@ def make_loader(
         drop_last=drop_last,
         **wanted,
     )
+    if max_tokens is not None and packing_capacity is None:
+        options["collate_fn"] = budget_checked(collate, batches)
     return DataLoader(dataset, batch_sampler=batches, **options)
+
+
+def budget_checked(collate: Callable[..., Any], sampler: BucketBatchSampler) -> BudgetCheck:
+    """``collate`` with its padded batches checked against ``sampler``'s token budget."""
+    options = sampler.options
+    return BudgetCheck(
+        collate, options.max_tokens, options.pad_to_multiple_of, options.quadratic_length
+    )

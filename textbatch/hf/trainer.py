@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from textbatch.batching.loaders import budget_checked
 from textbatch.batching.sampler import BucketBatchSampler
 from textbatch.checks import positive_int
 from textbatch.errors import TextBatchError
@@ -231,6 +232,8 @@ class BucketTrainer(Trainer):
         if self.train_sampler.max_tokens is not None:  # epochs differ by a batch or two
             steps = longest_epoch(self.train_sampler, epochs_to_train(self.args, steps))
         batches = self.train_batches = EvenSteps(self.train_sampler, steps)
+        if self.train_sampler.max_tokens is not None:
+            collator = budget_checked(collator, self.train_sampler)
         return BucketDataLoader(dataset, batch_sampler=batches, **self._loader_options(collator))
 
     def _loader_options(self, collator: Callable[..., Any]) -> dict[str, Any]:

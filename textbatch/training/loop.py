@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from textbatch.batching.budget import BudgetCheck
 from textbatch.checks import positive_float, positive_int
 from textbatch.distributed import is_main_process, world
 from textbatch.errors import TextBatchError
@@ -865,6 +866,8 @@ def describe_loader(loader: Any) -> dict[str, Any]:
     else:
         description["batches"] = {"kind": type(batch_sampler).__name__}
     collate = getattr(loader, "collate_fn", None)
+    if isinstance(collate, BudgetCheck):  # make_loader's check around the caller's collator
+        collate = collate.collate
     own = type(collate).__module__.startswith("textbatch")
     description["collate"] = (
         repr(collate) if own else getattr(collate, "__qualname__", type(collate).__qualname__)
