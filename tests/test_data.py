@@ -727,6 +727,21 @@ def test_one_number_among_jsonl_texts_is_that_row_alone(tokenizer, tmp_path, bla
     assert again.from_cache and len(again) == 7
 
 
+def test_a_bad_line_beside_blank_lines_is_named_in_the_user_s_file(tokenizer, tmp_path):
+    """A file read from a copy without its blank lines named the copy, and the copy's line."""
+    if int(datasets.__version__.split(".")[0]) < 5:  # it cannot read a number among texts
+        return
+    path = tmp_path / "blanks.jsonl"
+    path.write_text(
+        '{"text": "a", "label": "x"}\n{"text": "b", "label": "y"}\n\n\n\n'
+        '{"text": "c", "label": "x"}\n{"text": 42, "label": "y"}\n{"text": "d", "label": "x"}\n'
+        '{"text": "e", "text": "f", "label": "y"}\n'
+    )
+    with pytest.raises(TextBatchError) as refused:
+        TextDataset.from_file(path, tokenizer, drop_invalid=True)
+    assert f"line 9 of {str(path)!r}" in str(refused.value) and "twice" in str(refused.value)
+
+
 @pytest.mark.parametrize("suffix", [".jsonl", ".json"])
 def test_texts_that_are_json_themselves_are_read_as_written(tokenizer, tmp_path, suffix):
     """Beside one number, datasets keeps a text that is itself JSON as that JSON: "123" came

@@ -191,3 +191,44 @@ def test_a_data_file_s_tokenizer_is_trained_once_and_checked(tmp_path, monkeypat
     with pytest.warns(TextBatchWarning, match="trains the tokenizer of .* again: .* damaged"):
         repaired = trained_tokenizer(data, vocab_size=500, cache_dir=cache)
     assert len(trainings) == 4 and "teh" in repaired.get_vocab()
+
+
+def test_a_kept_tokenizer_is_one_of_the_bytes_it_is_kept_for(tmp_path, monkeypatch):
+    """A file rewritten while its tokenizer trained was kept under the old bytes' key (a later
+    run of the old bytes read its words as [UNK]); a process that lost the race to keep the
+    same tokenizer crashed (Directory not empty); an unwritable cache was a traceback."""
+    import errno
+    import json
+
+    import textbatch.data.prepare as prepare
+    from textbatch import make_corpus
+    from textbatch.data.prepare import trained_tokenizer
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in make_corpus(200, seed=4)))
+    cache = tmp_path / "cache"
+    real_train, real_keep = prepare._train_on_file, prepare.atomic_folder
+
+    def rewritten_meanwhile(path, *args):
+        tokenizer = real_train(path, *args)
+        path.write_text(path.read_text().replace("the", "teh"))
+        return tokenizer
+
+    monkeypatch.setattr(prepare, "_train_on_file", rewritten_meanwhile)
+    trained_tokenizer(data, vocab_size=300, cache_dir=cache)
+    assert not list(cache.glob("tokenizers/*/tokenizer.json"))
+    monkeypatch.setattr(prepare, "_train_on_file", real_train)
+
+    def lost_the_race(folder, fill):
+        real_keep(folder, fill)  # the other process's
+        raise OSError(errno.ENOTEMPTY, "Directory not empty", str(folder))
+
+    monkeypatch.setattr(prepare, "atomic_folder", lost_the_race)
+    assert len(trained_tokenizer(data, vocab_size=300, cache_dir=cache)) == 300
+
+    def unwritable(folder, fill):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder.parent / ".x"))
+
+    monkeypatch.setattr(prepare, "atomic_folder", unwritable)
+    with pytest.raises(TextBatchError, match="cannot write to the cache folder"):
+        trained_tokenizer(data, vocab_size=301, cache_dir=cache)

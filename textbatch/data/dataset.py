@@ -45,6 +45,7 @@ from textbatch.data.delimited import (
     checked_stream,
     exact_json_columns,
     is_json_lines,
+    json_lines_rows,
     muted,
     parse_error,
     strict_rows,
@@ -644,7 +645,7 @@ def _read_file(
         try:
             dataset = _load_checked(builder, source, folder, options, str(path), as_copy=as_copy)
         except Exception as error:
-            if not (builder == "json" and _without_blank_lines(error, source, compact)):
+            if not (builder == "json" and _without_blank_lines(error, source, compact, path)):
                 raise
             dataset = _load_checked(builder, compact, folder, options, str(path), as_copy=as_copy)
         if _file_state(path) != before:  # the cache may hold other bytes than the digest's
@@ -678,13 +679,15 @@ def _compact_name(source: Path, path: Path, folder: Path) -> Path:
     return folder / f"{'lines' if source == path else source.stem}.no-blank-lines{source.suffix}"
 
 
-def _without_blank_lines(error: BaseException, source: Path, copy: Path) -> bool:
+def _without_blank_lines(error: BaseException, source: Path, copy: Path, path: Path) -> bool:
     """Write ``copy``, the JSON Lines file ``source`` without its blank lines, and say True,
     when ``error`` is ``datasets``' failure on a column of values of several kinds in a file
     with blank lines: ``datasets`` 5 reads such a column as JSON values, but not with a blank
     line in the file, and said "changed from string to number" for a file whose one row with
     a number for a text is invalid alone. Blank lines are not records: the rows are the same.
-    False (nothing written) for any other error or file."""
+    False (nothing written) for any other error or file. A line Python's ``json`` reads but
+    textbatch refuses (a key given twice) is an error naming its line of ``path``, the user's
+    file, not of the copy."""
     if not any(") changed from" in str(seen) for seen in causes(error)):
         return False
     if not is_json_lines(source) or _bad_json_line(source) is not None:
@@ -692,6 +695,8 @@ def _without_blank_lines(error: BaseException, source: Path, copy: Path) -> bool
     with open(source, encoding="utf-8-sig") as lines:
         if all(line.strip() for line in lines):
             return False
+    for _ in json_lines_rows(source, str(path)):  # every line checked, numbered as written
+        pass
 
     def write(tmp: str) -> None:
         with open(source, encoding="utf-8-sig") as lines, open(tmp, "w", encoding="utf-8") as out:

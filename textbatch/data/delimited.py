@@ -361,6 +361,12 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return row
 
 
+def json_lines_rows(path: Path, shown: str) -> Iterator[dict[str, Any]]:
+    """The rows of the JSON Lines file ``path`` as Python's ``json`` reads them, a line that is
+    not one object with keys given once an error naming its line of ``shown``."""
+    return _json_rows(str(path), shown)
+
+
 def _json_rows(path: str, shown: str) -> Iterator[dict[str, Any]]:
     decoder = json.JSONDecoder(object_pairs_hook=_unique_keys)  # json keeps the last silently
     with open(path, encoding="utf-8-sig") as handle:

@@ -13,7 +13,12 @@ from typing import Any
 from textbatch._version import __version__
 from textbatch.data.columns import check_text_column, is_blank, separator_hint
 from textbatch.data.corpus import corpus_dataset
-from textbatch.data.dataset import TextDataset, default_cache_dir, load_file
+from textbatch.data.dataset import (
+    TextDataset,
+    default_cache_dir,
+    load_file,
+    unwritable_cache_error,
+)
 from textbatch.data.hashing import CHECKSUM_SUFFIX, checksum_problem, file_digest, write_checksum
 from textbatch.data.tokenizers import load_tokenizer, train_tokenizer
 from textbatch.errors import TextBatchError, TextBatchWarning
@@ -82,9 +87,8 @@ def trained_tokenizer(
     path = Path(data)
     if not path.is_file():  # load_file says what is wrong
         return _train_on_file(path, text, text_pair, vocab_size, root, encoding, encoding_errors)
-    key = json.dumps(
-        [__version__, file_digest(path), text, text_pair, vocab_size, encoding, encoding_errors]
-    )
+    digest = file_digest(path)
+    key = json.dumps([__version__, digest, text, text_pair, vocab_size, encoding, encoding_errors])
     folder = root / "tokenizers" / hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
     if folder.is_dir():
         problem = _kept_tokenizer_problem(folder)
@@ -97,13 +101,23 @@ def trained_tokenizer(
             stacklevel=2,
         )
     tokenizer = _train_on_file(path, text, text_pair, vocab_size, root, encoding, encoding_errors)
+    if file_digest(path) != digest:  # rewritten meanwhile: trained on bytes the key does not name
+        return tokenizer
 
     def fill(tmp: Path) -> None:
         tokenizer.save_pretrained(tmp)
         for file in sorted(tmp.iterdir()):
             write_checksum(file)
 
-    atomic_folder(folder, fill)
+    try:
+        atomic_folder(folder, fill)
+    except OSError as error:
+        if folder.is_dir():  # another process kept the same tokenizer first
+            return load_tokenizer(folder)
+        blame = unwritable_cache_error(error, root)
+        if blame is not None:
+            raise blame from error
+        raise
     return load_tokenizer(folder)  # as every later run gets it
 
 
