@@ -595,3 +595,22 @@ def test_a_resume_with_another_number_of_ranks_says_so():
     message = str(refused.value)
     assert "written by 2 processes (ranks) and this run has 1" in message
     assert "torchrun --nproc-per-node 2" in message and "batches=43" not in message
+
+
+def test_a_checkpoint_of_the_older_data_digest_says_so():
+    """The data digest once also hashed how Arrow chunked the rows: a checkpoint of that
+    textbatch was refused as "the training data differ", which they did not."""
+    from textbatch.training.loop import DIGEST_SCHEME, _check_identity
+
+    old, new = "0123456789abcdef" * 2, f"{DIGEST_SCHEME}:" + "f" * 32
+    with pytest.raises(TextBatchError) as refused:
+        _check_identity(
+            {"train": {"data": old}, "eval": {"data": old}},
+            {"train": {"data": new}, "eval": {"data": new}},
+            Path("ckpt"),
+        )
+    message = str(refused.value)
+    assert "written by an older textbatch" in message and "data differ" not in message
+    assert message.count("older textbatch") == 1
+    with pytest.raises(TextBatchError, match="the training data differ"):
+        _check_identity({"train": {"data": new}}, {"train": {"data": new[:-1] + "e"}}, Path("c"))

@@ -845,7 +845,7 @@ def describe_loader(loader: Any) -> dict[str, Any]:
 
     dataset = getattr(loader, "dataset", None)
     description: dict[str, Any] = {
-        "data": dataset.content_digest()
+        "data": f"{DIGEST_SCHEME}:{dataset.content_digest()}"
         if hasattr(dataset, "content_digest")
         else type(dataset).__name__,
         "examples": len(dataset) if hasattr(dataset, "__len__") else None,
@@ -904,6 +904,22 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# What a loader description's data digest is: TextDataset.content_digest of the examples alone.
+# Older checkpoints hold a bare digest that also hashed the Arrow chunks.
+DIGEST_SCHEME = "examples-xxh3"
+
+
+def _older_digest(saved: Any, now: Any) -> bool:
+    """Whether a checkpoint's data digest ``saved`` is of the older scheme, beside ``now``'s."""
+    return (
+        isinstance(saved, str)
+        and isinstance(now, str)
+        and now.startswith(f"{DIGEST_SCHEME}:")
+        and len(saved) == 32
+        and ":" not in saved
+    )
+
+
 def _check_identity(saved: dict[str, Any] | None, current: dict[str, Any], path: Path) -> None:
     """Refuse to resume a run whose data, batches or options differ, naming each difference."""
     if saved is None:
@@ -929,7 +945,13 @@ def _check_identity(saved: dict[str, Any] | None, current: dict[str, Any], path:
     for key in keys:
         before, now = old.get(key, "<none>"), new.get(key, "<none>")
         name = key.removeprefix("options.")
-        if key.endswith(".data"):
+        if key.endswith(".data") and _older_digest(before, now):
+            differences.append(
+                "it was written by an older textbatch, whose digest of the data also hashed how "
+                "Arrow had stored the rows (until 2026-12-05), so this one cannot tell the data "
+                "are the same; resume with the textbatch that wrote it"
+            )
+        elif key.endswith(".data"):
             what = "training" if key.startswith("train") else "evaluation"
             differences.append(
                 f"the {what} data differ from the checkpoint's (other rows, order, split or "
@@ -937,6 +959,7 @@ def _check_identity(saved: dict[str, Any] | None, current: dict[str, Any], path:
             )
         else:
             differences.append(f"{name}={before!r} in the checkpoint, {now!r} now")
+    differences = list(dict.fromkeys(differences))  # the same words for train and eval once
     if differences:
         raise TextBatchError(
             f"cannot resume from {str(path)!r}: " + "; ".join(differences) + ". Resume with the "
