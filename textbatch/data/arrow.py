@@ -49,3 +49,10 @@ class ListColumn:
             offsets = self.offsets[c]
             out.append(self.values[c][offsets[i] : offsets[i + 1]])
         return out
+
+
+def row_mapping(hf_dataset: Any) -> np.ndarray | None:
+    """The rows of its Arrow table that a ``datasets.Dataset`` presents, in order (int64), as
+    ``select``, ``shuffle`` and ``filter`` leave them mapped; None when it presents them all."""
+    mapping = hf_dataset._indices
+    return None if mapping is None else mapping.column(0).to_numpy().astype(np.int64)

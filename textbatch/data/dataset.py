@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from textbatch._version import __version__
-from textbatch.data.arrow import ListColumn
+from textbatch.data.arrow import ListColumn, row_mapping
 from textbatch.data.backend import calls_backend_directly
 from textbatch.data.columns import (
     LabelSpec,
@@ -126,10 +126,7 @@ class TextDataset(torch.utils.data.Dataset):
             for name in ("input_ids", "token_type_ids")
             if name in hf_dataset.column_names
         }
-        mapping = hf_dataset._indices  # the row mapping left by select/shuffle/filter, or None
-        self._rows: np.ndarray | None = (
-            None if mapping is None else mapping.column(0).to_numpy().astype(np.int64)
-        )
+        self._rows = row_mapping(hf_dataset)
         self._labels = (
             self._table_rows(table.column("labels").to_numpy())
             if "labels" in hf_dataset.column_names
@@ -690,11 +687,13 @@ def _without_blank_lines(error: BaseException, source: Path, copy: Path, path: P
     file, not of the copy."""
     if not any(") changed from" in str(seen) for seen in causes(error)):
         return False
-    if not is_json_lines(source) or _bad_json_line(source) is not None:
+    if not is_json_lines(source):
         return False
-    with open(source, encoding="utf-8-sig") as lines:
+    with open(source, encoding="utf-8-sig") as lines:  # a plain read before any JSON is decoded
         if all(line.strip() for line in lines):
             return False
+    if _bad_json_line(source) is not None:  # the error names it, in Python's words
+        return False
     for _ in json_lines_rows(source, str(path)):  # every line checked, numbered as written
         pass
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from textbatch.data.arrow import ListColumn
+from textbatch.data.arrow import ListColumn, row_mapping
 from textbatch.errors import TextBatchError
 
 
@@ -44,7 +44,5 @@ def token_lengths(dataset: Any, column: str = "input_ids") -> np.ndarray:
             "without padding (padding is the collator's job) so that the lengths differ."
         )
     lengths = ListColumn(arrow).lengths()
-    indices = dataset._indices  # the row mapping left by select/shuffle/filter, or None
-    if indices is not None:
-        lengths = lengths[indices.column(0).to_numpy()]
-    return lengths
+    rows = row_mapping(dataset)
+    return lengths if rows is None else lengths[rows]
